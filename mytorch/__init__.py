@@ -1,0 +1,57 @@
+"""mytorch: a teachable PyTorch-like framework on numpy."""
+
+from . import ops
+from .functions import (
+    arange,
+    cat,
+    exp,
+    from_numpy,
+    log,
+    log_softmax,
+    manual_seed,
+    matmul,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    relu,
+    sigmoid,
+    softmax,
+    stack,
+    tanh,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from .tensor import Tensor, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype
+
+__all__ = [
+    "Tensor",
+    "arange",
+    "cat",
+    "exp",
+    "from_numpy",
+    "get_default_dtype",
+    "is_grad_enabled",
+    "log",
+    "log_softmax",
+    "manual_seed",
+    "matmul",
+    "no_grad",
+    "ones",
+    "ones_like",
+    "ops",
+    "rand",
+    "randn",
+    "relu",
+    "set_default_dtype",
+    "sigmoid",
+    "softmax",
+    "stack",
+    "tanh",
+    "tensor",
+    "zeros",
+    "zeros_like",
+]
+
+__version__ = "0.1.0"
