@@ -1,6 +1,8 @@
 """mytorch: a teachable PyTorch-like framework on numpy."""
 
-from . import ops
+from . import nn, ops, optim
+from .compiler import compile, trace
+from .errors import CompileError
 from .functions import (
     arange,
     cat,
@@ -26,7 +28,12 @@ from .functions import (
 from .tensor import Tensor, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype
 
 __all__ = [
+    "CompileError",
     "Tensor",
+    "compile",
+    "trace",
+    "nn",
+    "optim",
     "arange",
     "cat",
     "exp",

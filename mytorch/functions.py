@@ -25,7 +25,9 @@ def _shape(shape) -> tuple[int, ...]:
 def tensor(data, *, dtype=None, trainable=False, requires_grad=None) -> Tensor:
     """A new tensor holding a copy of `data` (PyTorch's `torch.tensor`)."""
     data = data.data if isinstance(data, Tensor) else data
-    return Tensor(np.array(data), trainable=trainable, dtype=dtype, requires_grad=requires_grad)
+    if isinstance(data, np.ndarray):
+        data = data.copy()
+    return Tensor(data, trainable=trainable, dtype=dtype, requires_grad=requires_grad)
 
 
 def from_numpy(array: np.ndarray) -> Tensor:

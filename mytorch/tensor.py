@@ -16,11 +16,14 @@ import numpy as np
 
 from .ops import OPS
 from .ops.reduce import canonical_dims
-from .ops.registry import as_dtype, fmt, is_float, normalize_dim
+from .ops.registry import DTYPES, as_dtype, fmt, is_float, normalize_dim
 from .ops.shape import encode_index, resolve_shape
 
 _default_dtype = np.dtype(np.float32)
 _grad_enabled = True
+# While a function is traced for the compiler, `apply` hands every op to this tracer instead of
+# computing it, and tensors made meanwhile are reported to it (they become constants).
+_tracer = None
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
@@ -63,13 +66,18 @@ def _to_array(data, dtype) -> np.ndarray:
         data = data.data
     if dtype is not None:
         dtype = as_dtype(dtype)
-    arr = np.asarray(data)
+    try:
+        arr = np.asarray(data)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"Tensor data must be a rectangular nest of numbers: {e}") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(
             f"Tensor data must be numbers, got {type(data).__name__} with dtype {arr.dtype}"
         )
     if dtype is None:
-        dtype = arr.dtype if arr.dtype.name in ("float32", "float64") else _default_dtype
+        # Float arrays keep float32/float64; lists, Python numbers and the rest take the default.
+        keep = isinstance(data, (np.ndarray, np.floating)) and arr.dtype.kind == "f"
+        dtype = arr.dtype if keep and arr.dtype.name in DTYPES else _default_dtype
     return arr if arr.dtype == dtype else arr.astype(dtype)
 
 
@@ -101,6 +109,8 @@ class Tensor:
         self._op = _op
         self.label = label
         self._backward = _noop
+        if _tracer is not None:
+            _tracer.note_created(self)
 
     @classmethod
     def _from_op(cls, data: np.ndarray, prev: tuple, op: str) -> Tensor:
@@ -171,9 +181,7 @@ class Tensor:
     def __bool__(self) -> bool:
         data = self.data
         if data.size != 1:
-            raise ValueError(
-                f"the truth value of a tensor of shape {fmt(data.shape)} is ambiguous"
-            )
+            raise ValueError(f"the truth value of a tensor of shape {fmt(data.shape)} is ambiguous")
         return bool(data)
 
     def __float__(self) -> float:
@@ -371,6 +379,8 @@ class Tensor:
     def T(self):
         if self.ndim < 2:
             return self
+        if self.ndim == 2:
+            return self.transpose(0, 1)
         return self.permute(*reversed(range(self.ndim)))
 
     def unsqueeze(self, dim):
@@ -413,6 +423,8 @@ def apply(op_name: str, *inputs, **params) -> Tensor:
     """Run op `op_name` on tensors (or Python numbers) with static params, recording its tape."""
     op = OPS[op_name]
     tensors = tuple(_as_tensor(x) for x in inputs)
+    if _tracer is not None:
+        return _tracer.record(op, tensors, params)
     arrays = tuple(t.data for t in tensors)
     op.shape(*arrays, **params)  # validates first, so errors name the shapes
     out = op.impl(*arrays, **params)
@@ -434,6 +446,19 @@ def _make_backward(op, result_ref, tensors, arrays, params):
                 t.grad += g
 
     return _backward
+
+
+@contextlib.contextmanager
+def tracing(tracer):
+    """Route every op to `tracer` (see `mytorch.ir.trace`) for the duration of the block."""
+    global _tracer
+    if _tracer is not None:
+        raise RuntimeError("mytorch cannot trace two functions at once")
+    _tracer = tracer
+    try:
+        yield tracer
+    finally:
+        _tracer = None
 
 
 def is_concrete(t) -> bool:

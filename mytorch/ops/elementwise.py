@@ -157,7 +157,8 @@ def_op("clamp", impl=_clamp_impl, shape=_clamp_type, vjp=_clamp_vjp)
 
 
 def _cast_vjp(g, out, x, dtype):
-    return (cast(g, x.dtype) if is_float(x.dtype) else None,)
+    # Only float-to-float casts carry a gradient.
+    return (cast(g, x.dtype) if is_float(x.dtype) and is_float(dtype) else None,)
 
 
 def_op(

@@ -10,8 +10,9 @@ from .registry import TensorType, bind, broadcast_shapes, def_op, fmt, result_dt
 
 def _matmul_type(a, b) -> TensorType:
     if len(a.shape) == 0 or len(b.shape) == 0:
-        raise ValueError(f"matmul: both operands need at least 1 dim, got {fmt(a.shape)} "
-                         f"and {fmt(b.shape)}")
+        raise ValueError(
+            f"matmul: both operands need at least 1 dim, got {fmt(a.shape)} and {fmt(b.shape)}"
+        )
     k_a = a.shape[-1]
     k_b = b.shape[0] if len(b.shape) == 1 else b.shape[-2]
     if k_a != k_b:
@@ -20,7 +21,12 @@ def _matmul_type(a, b) -> TensorType:
             f"({k_a} != {k_b})"
         )
     batch_a, batch_b = tuple(a.shape[:-2]), tuple(b.shape[:-2])
-    batch = broadcast_shapes(batch_a, batch_b)
+    try:
+        batch = broadcast_shapes(batch_a, batch_b)
+    except ValueError:
+        raise ValueError(
+            f"matmul: the batch dims of {fmt(a.shape)} and {fmt(b.shape)} do not broadcast"
+        ) from None
     rows = (a.shape[-2],) if len(a.shape) > 1 else ()
     cols = (b.shape[-1],) if len(b.shape) > 1 else ()
     return TensorType(batch + rows + cols, result_dtype(a, b))

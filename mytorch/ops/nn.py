@@ -104,3 +104,74 @@ def_op(
     vjp=lambda g, out, indices, num_classes, dtype: (None,),
     differentiable=False,
 )
+
+
+# ---- fused recurrent cells (made by the RNN passes) ---------------------------------------------
+
+ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0)}
+
+
+def _activation_grad(g, out, nonlinearity):
+    """d act / d pre-activation, from the activation's output."""
+    if nonlinearity == "tanh":
+        return g * (1 - out * out)
+    return g * (out > 0)
+
+
+def _check_nonlinearity(nonlinearity) -> None:
+    if nonlinearity not in ACTIVATIONS:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+
+
+def _rnn_cell_impl(x, h, w_ih, w_hh, b, nonlinearity):
+    return ACTIVATIONS[nonlinearity](x @ w_ih.T + h @ w_hh.T + b)
+
+
+def _rnn_cell_type(x, h, w_ih, w_hh, b, nonlinearity) -> TensorType:
+    _check_nonlinearity(nonlinearity)
+    shapes = ", ".join(fmt(t.shape) for t in (x, h, w_ih, w_hh, b))
+    if len(x.shape) != 2 or len(h.shape) != 2 or len(w_ih.shape) != 2 or len(w_hh.shape) != 2:
+        raise ValueError(f"rnn_cell expects 2-D x, h, w_ih, w_hh, got shapes {shapes}")
+    (batch, inp), (batch_h, hid) = x.shape, h.shape
+    if (
+        batch != batch_h
+        or tuple(w_ih.shape) != (hid, inp)
+        or tuple(w_hh.shape) != (hid, hid)
+        or tuple(b.shape) != (hid,)
+    ):
+        raise ValueError(
+            f"rnn_cell shapes do not fit x (B, I), h (B, H), w_ih (H, I), w_hh (H, H), b (H,): "
+            f"got {shapes}"
+        )
+    return TensorType((batch, hid), np.result_type(*(t.dtype for t in (x, h, w_ih, w_hh, b))))
+
+
+def _rnn_cell_vjp(g, out, x, h, w_ih, w_hh, b, nonlinearity):
+    d = _activation_grad(g, out, nonlinearity)
+    d_t = bind("transpose", d, d0=0, d1=1)
+    return d @ w_ih, d @ w_hh, d_t @ x, d_t @ h, bind("sum", d, dim=(0,), keepdim=False)
+
+
+def_op("rnn_cell", impl=_rnn_cell_impl, shape=_rnn_cell_type, vjp=_rnn_cell_vjp)
+
+
+def _rnn_step_impl(xw, h, w_hh, nonlinearity):
+    return ACTIVATIONS[nonlinearity](xw + h @ w_hh.T)
+
+
+def _rnn_step_type(xw, h, w_hh, nonlinearity) -> TensorType:
+    _check_nonlinearity(nonlinearity)
+    hid = h.shape[-1] if len(h.shape) == 2 else -1
+    if tuple(xw.shape) != tuple(h.shape) or tuple(w_hh.shape) != (hid, hid):
+        shapes = ", ".join(fmt(t.shape) for t in (xw, h, w_hh))
+        raise ValueError(f"rnn_step expects xw (B, H), h (B, H), w_hh (H, H), got shapes {shapes}")
+    return TensorType(tuple(h.shape), np.result_type(xw.dtype, h.dtype, w_hh.dtype))
+
+
+def _rnn_step_vjp(g, out, xw, h, w_hh, nonlinearity):
+    d = _activation_grad(g, out, nonlinearity)
+    return d, d @ w_hh, bind("transpose", d, d0=0, d1=1) @ h
+
+
+# An rnn_cell whose input projection (x @ w_ih.T + b) was hoisted out of the recurrence.
+def_op("rnn_step", impl=_rnn_step_impl, shape=_rnn_step_type, vjp=_rnn_step_vjp)

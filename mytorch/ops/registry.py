@@ -107,6 +107,9 @@ def dtype_name(dtype) -> str:
 
 def result_dtype(*types) -> np.dtype:
     """NumPy's promotion rule over the inputs' dtypes."""
+    first = types[0].dtype
+    if all(t.dtype == first for t in types):
+        return np.dtype(first)
     return np.result_type(*(t.dtype for t in types))
 
 
@@ -137,12 +140,19 @@ def normalize_dim(dim: int, ndim: int, what: str = "dim") -> int:
 
 def broadcast_shapes(*shapes) -> tuple[int, ...]:
     """NumPy broadcasting of shapes, or a ValueError naming them."""
-    try:
-        return tuple(np.broadcast_shapes(*shapes))
-    except ValueError:
-        raise ValueError(
-            "shapes " + " and ".join(fmt(s) for s in shapes) + " cannot be broadcast together"
-        ) from None
+    ndim = max(len(s) for s in shapes)
+    out = [1] * ndim
+    for shape in shapes:
+        for k, n in enumerate(shape, start=ndim - len(shape)):
+            if n != out[k]:
+                if out[k] != 1 and n != 1:
+                    raise ValueError(
+                        "shapes "
+                        + " and ".join(fmt(s) for s in shapes)
+                        + " cannot be broadcast together"
+                    )
+                out[k] = n if out[k] == 1 else out[k]
+    return tuple(out)
 
 
 def same_type(x, **params) -> TensorType:

@@ -227,8 +227,11 @@ def encode_index(index) -> tuple:
         elif isinstance(item, (int, np.integer)):
             out.append(int(item))
         elif isinstance(item, slice):
-            out.append(Slice(*(None if v is None else _as_int(v) for v in
-                               (item.start, item.stop, item.step))))
+            out.append(
+                Slice(
+                    *(None if v is None else _as_int(v) for v in (item.start, item.stop, item.step))
+                )
+            )
         elif isinstance(item, (list, np.ndarray)):
             arr = np.asarray(item)
             if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
@@ -259,7 +262,29 @@ def decode_index(index: tuple) -> tuple:
     return tuple(out)
 
 
+def _basic_index_shape(shape, index) -> tuple[int, ...] | None:
+    """The result shape for ints, slices and None (the common case), else None."""
+    out, dim = [], 0
+    for item in index:
+        if item is None:
+            out.append(1)
+            continue
+        if dim >= len(shape) or not isinstance(item, (int, Slice)):
+            return None
+        n = shape[dim]
+        if isinstance(item, int):
+            if not -n <= item < n:
+                return None  # let numpy word the IndexError
+        else:
+            out.append(len(range(*slice(item.start, item.stop, item.step).indices(n))))
+        dim += 1
+    return tuple(out) + tuple(shape[dim:])
+
+
 def _getitem_type(x, index) -> TensorType:
+    shape = _basic_index_shape(tuple(x.shape), index)
+    if shape is not None:
+        return TensorType(shape, np.dtype(x.dtype))
     # Index a zero-stride stand-in of the same shape: numpy's exact rules, no memory.
     stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), x.shape, (0,) * len(x.shape))
     try:
@@ -273,8 +298,11 @@ def _getitem_type(x, index) -> TensorType:
 def format_index(index: tuple) -> str:
     """An index as Python would write it: [0, 1:3, None]."""
     names = {None: "None", Ellipsis: "..."}
-    return "[" + ", ".join(names.get(i, str(i)) if i is None or i is Ellipsis else str(i)
-                           for i in index) + "]"
+    return (
+        "["
+        + ", ".join(names.get(i, str(i)) if i is None or i is Ellipsis else str(i) for i in index)
+        + "]"
+    )
 
 
 def _getitem_grad_impl(g, shape, index):
@@ -287,9 +315,7 @@ def_op(
     "getitem",
     impl=lambda x, index: np.asarray(x[decode_index(index)]),
     shape=_getitem_type,
-    vjp=lambda g, out, x, index: (
-        bind("getitem_grad", g, shape=tuple(x.shape), index=index),
-    ),
+    vjp=lambda g, out, x, index: (bind("getitem_grad", g, shape=tuple(x.shape), index=index),),
 )
 def_op(
     "getitem_grad",

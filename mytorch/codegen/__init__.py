@@ -1,0 +1,32 @@
+"""Backends: each turns an optimized Graph into a runner (input arrays -> output arrays)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..ir.graph import Graph
+from ..ir.interpreter import run
+
+BACKENDS: dict[str, Callable] = {}
+
+
+def register_backend(name: str, backend: Callable | None = None):
+    """Register `backend` (a callable Graph -> runner) under `name`; usable as a decorator."""
+
+    def add(obj):
+        if name in BACKENDS:
+            raise ValueError(f"a backend named {name!r} is already registered")
+        BACKENDS[name] = obj
+        return obj
+
+    return add if backend is None else add(backend)
+
+
+@register_backend("numpy")
+def numpy_backend(graph: Graph):
+    """The reference interpreter as a backend."""
+
+    def runner(inputs):
+        return run(graph, inputs)
+
+    return runner

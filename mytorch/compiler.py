@@ -1,0 +1,237 @@
+"""`mytorch.compile` and `mytorch.trace`: trace per signature, optimize, build, cache, run.
+
+The first call for a signature (input structure, shapes, dtypes, static arguments, training
+mode, grad mode) traces the function abstractly, runs the pass pipeline and builds a runner with
+the backend; later calls with that signature only read the inputs and the live parameters and
+call the runner. What cannot be traced or built falls back to eager with a warning (or raises
+`CompileError` with `fullgraph=True`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import pytree
+from .errors import CompileError
+from .ir.autodiff import attach_gradients
+from .ir.graph import Graph
+from .ir.trace import TraceResult, trace_call
+from .ir.verify import verify
+from .passes import PassManager, resolve_pipeline
+from .plugins import get_backend
+from .tensor import Tensor, is_grad_enabled
+
+
+def trace(model_or_fn, *example_inputs) -> Graph:
+    """The graph of `model_or_fn(*example_inputs)` before any pass."""
+    fn, name, param_names = _target(model_or_fn)
+    result = trace_call(fn, example_inputs, {}, name=name, param_names=param_names)
+    return verify(result.graph)
+
+
+def compile(
+    model_or_fn=None,
+    *,
+    backend: str = "llvm",
+    passes="default",
+    fullgraph: bool = False,
+    dump: str | None = None,
+):
+    """A compiled version of a Module or function, with the same signature and results."""
+    if model_or_fn is None:  # used as @mytorch.compile(...)
+        return functools.partial(
+            compile, backend=backend, passes=passes, fullgraph=fullgraph, dump=dump
+        )
+    from .nn import Module
+
+    cls = CompiledModule if isinstance(model_or_fn, Module) else CompiledFunction
+    return cls(model_or_fn, backend=backend, passes=passes, fullgraph=fullgraph, dump=dump)
+
+
+def _target(model_or_fn):
+    """The callable to trace, its name, and names for the parameters it owns."""
+    from .nn import Module
+
+    if isinstance(model_or_fn, Module):
+        names = {id(p): n for n, p in model_or_fn.named_parameters()}
+        return model_or_fn, type(model_or_fn).__name__, names
+    if not callable(model_or_fn):
+        raise TypeError(f"compile/trace expect a Module or a function, got {model_or_fn!r}")
+    return model_or_fn, getattr(model_or_fn, "__name__", "fn"), {}
+
+
+@dataclass
+class _Compiled:
+    """One signature's build: the optimized graph, the runner and the live parameters."""
+
+    trace: TraceResult
+    graph: Graph
+    runner: object
+    artifacts: object  # backend extras: llvm_ir, asm
+
+
+class CompiledFunction:
+    """A callable that runs compiled code per input signature (see `mytorch.compile`)."""
+
+    def __init__(self, fn, *, backend, passes, fullgraph, dump):
+        self._fn, self._name, self._param_names = _target(fn)
+        self._backend_name = backend
+        self._passes = passes
+        self._fullgraph = fullgraph
+        self._dump = dump or os.environ.get("MYTORCH_DUMP") or None
+        self._cache: dict = {}
+        self._warned: set[str] = set()
+        self._last: _Compiled | None = None
+        if not isinstance(fn, type) and hasattr(fn, "__name__"):
+            functools.update_wrapper(self, fn, updated=())
+
+    # ---- what was built --------------------------------------------------------------------------
+
+    @property
+    def graph(self) -> Graph | None:
+        """The optimized graph of the last signature used."""
+        return self._last.graph if self._last else None
+
+    @property
+    def llvm_ir(self) -> str | None:
+        return getattr(self._last.artifacts, "llvm_ir", None) if self._last else None
+
+    @property
+    def asm(self) -> str | None:
+        return getattr(self._last.artifacts, "asm", None) if self._last else None
+
+    # ---- calling ---------------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        leaves, spec = pytree.flatten((args, kwargs))
+        key = (spec, tuple(_leaf_key(x) for x in leaves), _training(self._fn), is_grad_enabled())
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._cache[key] = self._build(args, kwargs)
+        if isinstance(entry, CompileError):
+            return self._fn(*args, **kwargs)
+        self._last = entry
+        return self._run(entry, leaves)
+
+    def _build(self, args, kwargs):
+        try:
+            result = trace_call(
+                self._fn, args, kwargs, name=self._name, param_names=self._param_names
+            )
+            verify(result.graph)
+            dump = _DumpWriter.create(self._dump, self._name)
+            if dump:
+                dump.stage("trace", result.graph)
+            manager = PassManager(resolve_pipeline(self._passes), [dump] if dump else [])
+            graph = manager.run(result.graph)
+            runner = get_backend(self._backend_name)(graph)
+            artifacts = getattr(runner, "artifacts", None)
+            if dump:
+                dump.artifacts(artifacts)
+            return _Compiled(result, graph, runner, artifacts)
+        except CompileError as e:
+            if self._fullgraph:
+                raise
+            reason = str(e)
+            if reason not in self._warned:
+                self._warned.add(reason)
+                warnings.warn(
+                    f"mytorch.compile({self._name}): running eagerly: {reason}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return e
+
+    def _run(self, entry: _Compiled, leaves):
+        inputs = [x for x in leaves if isinstance(x, Tensor)]
+        arrays = [t.data for t in inputs] + [p.data for p in entry.trace.params]
+        outs = entry.runner(arrays)
+        tensors = [Tensor._from_op(np.asarray(o), (), "compiled") for o in outs]
+        sources = inputs + entry.trace.params
+        if is_grad_enabled() and any(t.trainable for t in sources):
+            attach_gradients(entry.graph, sources, arrays, tensors)
+        static = iter(entry.trace.out_static)
+        produced = iter(tensors)
+        out_leaves = [
+            next(produced) if is_tensor else next(static) for is_tensor in entry.trace.out_is_tensor
+        ]
+        return pytree.unflatten(entry.trace.out_spec, out_leaves)
+
+
+class CompiledModule(CompiledFunction):
+    """A compiled Module: calls run compiled code; everything else is the Module's own."""
+
+    def __init__(self, module, **options):
+        super().__init__(module, **options)
+        self._module = module
+
+    def __getattr__(self, name):
+        # Only reached for names this wrapper lacks: parameters(), state_dict(), train(), ...
+        return getattr(self.__dict__["_module"], name)
+
+    def __repr__(self) -> str:
+        return f"Compiled{self._module!r}"
+
+
+def _leaf_key(x):
+    if isinstance(x, Tensor):
+        return ("tensor", x.shape, x.dtype.str)
+    try:
+        hash(x)
+    except TypeError:
+        raise TypeError(
+            f"compiled functions take Tensors, containers of them and hashable Python values; "
+            f"got {type(x).__name__}"
+        ) from None
+    return ("static", type(x).__name__, x)
+
+
+def _training(fn) -> bool | None:
+    return getattr(fn, "training", None)
+
+
+class _DumpWriter:
+    """Writes numbered stages of one compiled signature into `DIR/<function>-<k>/`."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.counter = 0
+
+    @classmethod
+    def create(cls, root: str | None, name: str):
+        if not root:
+            return None
+        os.makedirs(root, exist_ok=True)
+        k = 0
+        while os.path.exists(os.path.join(root, f"{name}-{k}")):
+            k += 1
+        folder = os.path.join(root, f"{name}-{k}")
+        os.makedirs(folder)
+        return cls(folder)
+
+    def write(self, filename: str, text: str) -> None:
+        with open(os.path.join(self.folder, filename), "w") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+
+    def stage(self, name: str, graph: Graph) -> None:
+        self.write(f"{self.counter:03d}_{name}.txt", str(graph))
+        self.counter += 1
+
+    def after_pass(self, name: str, graph: Graph) -> None:
+        self.stage(name, graph)
+
+    def artifacts(self, artifacts) -> None:
+        for attr, filename in (
+            ("llvm_ir_raw", "llvm_raw.ll"),
+            ("llvm_ir", "llvm_opt.ll"),
+            ("asm", "asm.s"),
+        ):
+            text = getattr(artifacts, attr, None)
+            if text:
+                self.write(f"{self.counter:03d}_{filename}", text)
+                self.counter += 1

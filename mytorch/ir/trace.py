@@ -1,0 +1,194 @@
+"""Abstract tracing: run a Python function on shape-only stand-ins and record its ops as a Graph.
+
+Every op reaches `Tracer.record` through the one interception point, `mytorch.tensor.apply`, and
+is recorded with the op's own shape rule: no op is implemented twice. Concrete tensors that the
+function touches become graph values on first use: tensors that existed before tracing (module
+parameters, captured tensors) are parameter inputs, read live at every call; tensors made during
+tracing (from Python numbers) are constants.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import pytree
+from ..errors import CompileError
+from ..ops.registry import TensorType
+from ..tensor import Tensor, tracing
+from .graph import Graph, Node
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def user_location() -> str:
+    """The innermost source line outside mytorch on the current stack: 'file:line in fn: code'."""
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR + os.sep):
+            code = f": {frame.line.strip()}" if frame.line else ""
+            return f"{frame.filename}:{frame.lineno} in {frame.name}{code}"
+    return "<unknown location>"
+
+
+class TracerTensor(Tensor):
+    """A stand-in Tensor while tracing: shape and dtype only; reading its numbers is an error."""
+
+    _abstract = True
+
+    def __init__(self, node: Node):  # noqa: D107 - Tensor.__init__ is deliberately not called
+        self.node = node
+        self.trainable = True
+        self._prev = ()
+        self._op = node.op
+        self.label = node.name
+        self._backward = _no_backward
+
+    def _data_dependent(self, what: str):
+        raise CompileError(
+            f"data-dependent operation: {what} of traced value %{self.node.name} "
+            f"({self.node.type}) at {user_location()}; traced values have shapes, not numbers"
+        )
+
+    data = property(lambda self: self._data_dependent("reading .data"))
+    grad = property(lambda self: self._data_dependent("reading .grad"))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.node.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.node.type.dtype
+
+    def item(self):
+        self._data_dependent("item()")
+
+    def numpy(self):
+        self._data_dependent("numpy()")
+
+    def __bool__(self):
+        self._data_dependent("bool()")
+
+    def backward(self, grad=None):
+        self._data_dependent("backward()")
+
+    def __repr__(self) -> str:
+        return f"TracerTensor(%{self.node.name}: {self.node.type})"
+
+
+def _no_backward() -> None:
+    pass
+
+
+@dataclass
+class TraceResult:
+    """A traced graph, the tensors behind its parameter inputs, and the output structure."""
+
+    graph: Graph
+    params: list[Tensor]
+    out_spec: pytree.TreeSpec
+    out_is_tensor: list[bool] = field(default_factory=list)  # per output leaf
+    out_static: list = field(default_factory=list)  # the non-tensor output leaves, in order
+
+
+class Tracer:
+    """Records ops into a graph (installed with `mytorch.tensor.tracing`)."""
+
+    def __init__(self, graph: Graph, param_names: dict[int, str]):
+        self.graph = graph
+        self.param_names = param_names
+        self.params: list[Tensor] = []
+        self._lifted: dict[int, Node] = {}
+        self._created: dict[int, Tensor] = {}  # kept alive so their ids stay unique
+
+    def note_created(self, t: Tensor) -> None:
+        self._created[id(t)] = t
+
+    def lift(self, t: Tensor) -> Node:
+        """The graph value of tensor `t`, made a constant or a parameter input on first use."""
+        if t._abstract:
+            if t.node.graph is not self.graph:
+                raise CompileError(f"a value traced in another function was used: {t!r}")
+            return t.node
+        node = self._lifted.get(id(t))
+        if node is None:
+            if id(t) in self._created:
+                node = self.graph.add_const(np.array(t.data))
+            else:
+                name = self.param_names.get(id(t)) or t.label or f"p{len(self.params)}"
+                name = self.graph.unique_name(name) if name in self.graph._names else name
+                node = self.graph.add_input(name, TensorType(t.shape, t.dtype), param=True)
+                self.params.append(t)
+            self._lifted[id(t)] = node
+        return node
+
+    def record(self, op, tensors, params) -> TracerTensor:
+        node = self.graph.add_node(op.name, [self.lift(t) for t in tensors], params)
+        return TracerTensor(node)
+
+
+def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> TraceResult:
+    """Trace `fn(*args, **kwargs)`: tensor leaves of the arguments become graph inputs."""
+    graph = Graph(name)
+    tracer = Tracer(graph, param_names)
+    arg_names = _argument_names(fn, args, kwargs)
+    leaves, spec = pytree.flatten((args, kwargs))
+    flat_names = _leaf_names(arg_names, spec)
+    stand_ins = []
+    for leaf, leaf_name in zip(leaves, flat_names, strict=True):
+        if isinstance(leaf, Tensor):
+            node = graph.add_input(leaf_name, TensorType(leaf.shape, leaf.dtype))
+            stand_ins.append(TracerTensor(node))
+        else:
+            stand_ins.append(leaf)
+    t_args, t_kwargs = pytree.unflatten(spec, stand_ins)
+    with tracing(tracer):
+        out = fn(*t_args, **t_kwargs)
+        out_leaves, out_spec = pytree.flatten(out)
+        outputs, static = [], []
+        is_tensor = [isinstance(leaf, Tensor) for leaf in out_leaves]
+        for leaf in out_leaves:
+            if isinstance(leaf, Tensor):
+                outputs.append(tracer.lift(leaf))
+            else:
+                static.append(leaf)
+    graph.set_outputs(outputs)
+    return TraceResult(graph, tracer.params, out_spec, is_tensor, static)
+
+
+def _argument_names(fn, args, kwargs) -> list[str]:
+    """Names for the positional and keyword arguments, from `fn`'s signature where it has one."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = []
+    for i in range(len(args)):
+        p = params[i] if i < len(params) else None
+        if p is None or p.kind == p.VAR_POSITIONAL:
+            names.append(f"arg{i}")
+        else:
+            names.append(p.name)
+    return names + list(kwargs)
+
+
+def _leaf_names(arg_names: list[str], spec: pytree.TreeSpec) -> list[str]:
+    """One name per flattened leaf: the argument's name, with `_k` suffixes inside containers."""
+    args_spec, kwargs_spec = spec.children
+    out: list[str] = []
+    for name, child in zip(arg_names, args_spec.children + kwargs_spec.children, strict=True):
+        _name_leaves(child, name, out)
+    return out
+
+
+def _name_leaves(spec: pytree.TreeSpec, prefix: str, out: list[str]) -> None:
+    if spec.kind == "leaf":
+        out.append(prefix)
+        return
+    keys = spec.meta if spec.kind == "dict" else range(len(spec.children))
+    for key, child in zip(keys, spec.children, strict=True):
+        _name_leaves(child, f"{prefix}_{key}", out)

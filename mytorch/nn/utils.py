@@ -1,0 +1,38 @@
+"""Training utilities (`nn.utils`): gradient clipping."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from mytorch.tensor import Tensor
+
+__all__ = ["clip_grad_norm_"]
+
+
+def clip_grad_norm_(
+    parameters: Tensor | Iterable[Tensor], max_norm: float, norm_type: float = 2.0
+) -> Tensor:
+    """Scale all gradients in place so their joint norm is at most `max_norm`; returns that norm.
+
+    As in PyTorch, the norm is taken over all gradients together (as if concatenated into one
+    vector), and gradients are multiplied by max_norm / (norm + 1e-6) only when that is below 1.
+    """
+    params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return Tensor(np.asarray(0.0, dtype=np.float32), trainable=False)
+    norm_type = float(norm_type)
+    dtype = grads[0].dtype
+    if math.isinf(norm_type):
+        total = max(float(np.max(np.abs(g))) if g.size else 0.0 for g in grads)
+    else:
+        total = sum(float(np.sum(np.abs(g.astype(np.float64)) ** norm_type)) for g in grads)
+        total = total ** (1.0 / norm_type)
+    clip_coef = float(max_norm) / (total + 1e-6)
+    if clip_coef < 1.0:
+        for g in grads:
+            g *= clip_coef  # in place: the optimizer reads p.grad afterwards
+    return Tensor(np.asarray(total, dtype=dtype), trainable=False)

@@ -1,0 +1,22 @@
+"""Graph passes (plugins): the standard ones and the RNN passes, in DESIGN.md's order."""
+
+from . import (  # noqa: F401  (each module registers its pass)
+    const_fold,
+    cse,
+    dce,
+    fuse_rnn_cell,
+    hoist_input_projection,
+    reroll,
+    simplify,
+    split_concat,
+)
+from .base import PIPELINES, PassManager, PassResult, add_pass, register_pass, resolve_pipeline
+
+__all__ = [
+    "PIPELINES",
+    "PassManager",
+    "PassResult",
+    "add_pass",
+    "register_pass",
+    "resolve_pipeline",
+]

@@ -1,0 +1,73 @@
+"""`simplify`: algebraic identities that remove work without changing any value.
+
+- transpose(transpose(x, a, b), a, b) -> x; permute(permute(x)) composes, identity -> x;
+- x * 1, 1 * x, x / 1, x + 0, 0 + x, x - 0 -> x (only when that keeps x's shape and dtype);
+- reshape / broadcast_to / sum_to to x's own shape -> x; reshape(reshape(x)) -> reshape(x);
+- stack(x[0], x[1], ..., x[n-1]) -> x (the steps of a sequence put back together).
+"""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph, Node
+from .base import PassResult, register_pass
+from .rewrite import const_equals, replace, stacked_source
+
+_IDENTITY_OPERAND = {  # op -> (identity constant, operand positions where it may stand)
+    "add": (0, (0, 1)),
+    "sub": (0, (1,)),
+    "mul": (1, (0, 1)),
+    "div": (1, (1,)),
+}
+
+
+@register_pass("simplify")
+def simplify(graph: Graph) -> PassResult:
+    changed = False
+    for node in list(graph.nodes):
+        if node.graph is not graph:  # removed by an earlier rewrite in this sweep
+            continue
+        new = _rewrite(graph, node)
+        if new is not None:
+            replace(graph, node, new)
+            changed = True
+    if changed:
+        graph.sort()
+    return PassResult(graph, changed)
+
+
+def _rewrite(graph: Graph, node: Node) -> Node | None:
+    """A value equal to `node` that is cheaper, or None."""
+    op, ins = node.op, node.inputs
+    if op in _IDENTITY_OPERAND:
+        identity, positions = _IDENTITY_OPERAND[op]
+        for k in positions:
+            other = ins[1 - k]
+            if const_equals(ins[k], identity) and other.type == node.type:
+                return other
+        return None
+    if op in ("reshape", "broadcast_to", "sum_to") and ins[0].type == node.type:
+        return ins[0]
+    if op == "reshape" and ins[0].op == "reshape":
+        return graph.add_node("reshape", [ins[0].inputs[0]], dict(node.params))
+    if op == "transpose" and ins[0].op == "transpose" and ins[0].params == node.params:
+        return ins[0].inputs[0]
+    if op == "permute":
+        dims = tuple(node.params["dims"])
+        if dims == tuple(range(len(dims))):
+            return ins[0]
+        if ins[0].op == "permute":
+            inner = ins[0].params["dims"]
+            return graph.add_node(
+                "permute", [ins[0].inputs[0]], {"dims": tuple(inner[d] for d in dims)}
+            )
+    if op == "stack":
+        return _unstack(node)
+    return None
+
+
+def _unstack(node: Node) -> Node | None:
+    """stack(x[0], ..., x[n-1], dim=0) is x itself, when x has exactly n steps."""
+    if node.params["dim"] != 0:
+        return None
+    source = stacked_source(node.inputs)
+    return source if source is not None and source.type == node.type else None
