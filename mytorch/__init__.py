@@ -1,7 +1,7 @@
 """mytorch: a teachable PyTorch-like framework on numpy."""
 
 from . import nn, ops, optim
-from .compiler import compile, trace
+from .compiler import compile, explain, trace
 from .errors import CompileError
 from .functions import (
     arange,
@@ -37,6 +37,7 @@ __all__ = [
     "arange",
     "cat",
     "exp",
+    "explain",
     "from_numpy",
     "get_default_dtype",
     "is_grad_enabled",

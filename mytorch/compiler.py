@@ -20,9 +20,11 @@ from . import pytree
 from .errors import CompileError
 from .ir.autodiff import attach_gradients
 from .ir.graph import Graph
+from .ir.parser import parse
 from .ir.trace import TraceResult, trace_call
 from .ir.verify import verify
 from .passes import PassManager, resolve_pipeline
+from .passes.report import Explanation
 from .plugins import get_backend
 from .tensor import Tensor, is_grad_enabled
 
@@ -32,6 +34,22 @@ def trace(model_or_fn, *example_inputs) -> Graph:
     fn, name, param_names = _target(model_or_fn)
     result = trace_call(fn, example_inputs, {}, name=name, param_names=param_names)
     return verify(result.graph)
+
+
+def explain(model_or_fn, *example_inputs, passes="default") -> Explanation:
+    """A report of what the pass pipeline does to `model_or_fn(*example_inputs)`."""
+    fn, name, param_names = _target(model_or_fn)
+    traced = trace_call(fn, example_inputs, {}, name=name, param_names=param_names).graph
+    verify(traced)
+    before = parse(str(traced))  # a copy: the passes rewrite in place
+    manager = PassManager(resolve_pipeline(passes), remarks=[])
+    graph = manager.run(traced)
+    return Explanation(_title(name, before), before, graph, manager.records, manager.remarks)
+
+
+def _title(name: str, graph: Graph) -> str:
+    args = ", ".join(f"{i.name}: {i.type}" for i in graph.inputs if not i.is_param)
+    return f"{name}({args})"
 
 
 def compile(
@@ -62,7 +80,30 @@ def _target(model_or_fn):
         return model_or_fn, type(model_or_fn).__name__, names
     if not callable(model_or_fn):
         raise TypeError(f"compile/trace expect a Module or a function, got {model_or_fn!r}")
-    return model_or_fn, getattr(model_or_fn, "__name__", "fn"), {}
+    return model_or_fn, getattr(model_or_fn, "__name__", "fn"), _captured_names(model_or_fn)
+
+
+def _captured_names(fn) -> dict[int, str]:
+    """Readable names for tensors a function reaches through its closure or globals:
+    `m.i2h.weight` for a parameter of the module `m`, `w` for a tensor `w`."""
+    from .nn import Module
+
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return {}
+    scope = {n: fn.__globals__[n] for n in code.co_names if n in getattr(fn, "__globals__", {})}
+    for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=True):
+        try:
+            scope[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+    names = {}
+    for var, value in scope.items():
+        if isinstance(value, Module):
+            names.update({id(p): f"{var}.{n}" for n, p in value.named_parameters()})
+        elif isinstance(value, Tensor):
+            names[id(value)] = var
+    return names
 
 
 @dataclass
@@ -125,14 +166,23 @@ class CompiledFunction:
             )
             verify(result.graph)
             dump = _DumpWriter.create(self._dump, self._name)
+            traced_nodes = len(result.graph)
             if dump:
                 dump.stage("trace", result.graph)
-            manager = PassManager(resolve_pipeline(self._passes), [dump] if dump else [])
+                title = _title(self._name, result.graph)
+            manager = PassManager(
+                resolve_pipeline(self._passes),
+                [dump] if dump else [],
+                remarks=[] if dump else None,
+            )
             graph = manager.run(result.graph)
             runner = get_backend(self._backend_name)(graph)
             artifacts = getattr(runner, "artifacts", None)
             if dump:
                 dump.artifacts(artifacts)
+                report = Explanation(title, result.graph, graph, manager.records, manager.remarks)
+                report.traced_nodes = traced_nodes
+                dump.write("explain.txt", str(report))
             return _Compiled(result, graph, runner, artifacts)
         except CompileError as e:
             if self._fullgraph:

@@ -162,8 +162,8 @@ def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> T
 
 def _argument_names(fn, args, kwargs) -> list[str]:
     """Names for the positional and keyword arguments, from `fn`'s signature where it has one."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
+    try:  # a Module is called through __call__(*args); its forward has the real names
+        params = list(inspect.signature(getattr(fn, "forward", fn)).parameters.values())
     except (TypeError, ValueError):
         params = []
     names = []

@@ -147,11 +147,11 @@ class PassManager:
             start = time.perf_counter()
             try:
                 result = pass_(graph)
+                seconds = time.perf_counter() - start
                 graph, changed = _unpack(result, graph, snapshot)
                 verify(graph)
             except Exception as e:
                 raise RuntimeError(f"pass {name!r} failed after passes {done}: {e}") from e
-            seconds = time.perf_counter() - start
             self.records.append(PassRecord(name, before, len(graph), changed, seconds))
             done.append(name)
             for inst in self.instruments:
