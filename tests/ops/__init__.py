@@ -1,0 +1,1 @@
+"""Tests for the eager Tensor ops: forward values, gradients, errors and the PyTorch oracle."""
