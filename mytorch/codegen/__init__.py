@@ -30,3 +30,11 @@ def numpy_backend(graph: Graph):
         return run(graph, inputs)
 
     return runner
+
+
+@register_backend("llvm")
+def llvm_backend(graph: Graph):
+    """Native code through llvmlite (imported on first use, so `import mytorch` stays fast)."""
+    from .llvm import build
+
+    return build(graph)

@@ -1,0 +1,198 @@
+"""The llvm backend: one LLVM module per graph signature, JIT-compiled for the host CPU.
+
+    graph -> GraphLowering (views and kernels per node, in order) -> LLVM IR -> O3 -> machine code
+
+The entry function `void f(ptr* args)` receives, in order: the graph's inputs (arguments, then
+parameters), its outputs, one workspace for every intermediate, and a status word that native
+code sets when it meets an index out of range. Python allocates all of them with numpy; the
+runner checks every array before the call (see `runtime.Signature`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+
+import numpy as np
+from llvmlite import ir
+
+from ..errors import CompileError
+from ..ir.graph import Graph, Node
+from ..ops import get_op
+from . import gemm
+from .kernel import I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
+from .lowering import KERNELS, VIEWS, emit_math
+from .runtime import NativeFunction, Signature
+
+ALIGN = 64  # bytes: every workspace buffer starts on a cache line
+
+
+class GraphLowering:
+    """Lowers a graph's nodes into the entry function, one after another."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.module = ir.Module(name=graph.name)
+        self.module.triple = ""
+        fn_type = ir.FunctionType(ir.VoidType(), [PTR])
+        self.function = ir.Function(self.module, fn_type, name="entry")
+        self.function.args[0].name = "args"
+        self.function.args[0].add_attribute("noalias")
+        self.k = KernelBuilder(self.module, self.function)
+        self.workspace_bytes = 0
+        self.errors: list[str] = []
+        self._slots = itertools.count()
+        self._packed: list[dict] = [{}]
+        n_inputs, n_outputs = len(graph.inputs), len(graph.outputs)
+        self._workspace = self._arg(n_inputs + n_outputs)
+        self._status = self._arg(n_inputs + n_outputs + 1)
+
+    # ---- what kernels use -----------------------------------------------------------------------
+
+    def _arg(self, index: int) -> ir.Value:
+        b = self.k.builder
+        slot = b.gep(self.function.args[0], [ir.Constant(I64, index)], source_etype=PTR)
+        return b.load(slot, typ=PTR)
+
+    def scratch(self, shape, dtype) -> View:
+        """A fresh contiguous buffer in the workspace."""
+        dtype = np.dtype(dtype)
+        start = -(-self.workspace_bytes // ALIGN) * ALIGN
+        self.workspace_bytes = start + max(int(np.prod(shape, dtype=np.int64)), 1) * dtype.itemsize
+        byte_ptr = self.k.builder.gep(
+            self._workspace, [ir.Constant(I64, start)], inbounds=True, source_etype=ir.IntType(8)
+        )
+        return View(byte_ptr, ir.Constant(I64, 0), tuple(shape), contiguous_strides(shape), dtype)
+
+    def contiguous(self, view: View) -> View:
+        """`view`, or a contiguous copy of it; copies are shared within the current scope."""
+        if view.is_contiguous:
+            return view
+        key = (id(view.ptr), view.offset.get_reference(), view.shape, view.strides, view.dtype)
+        for scope in reversed(self._packed):
+            if key in scope:
+                return scope[key]
+        packed = self.scratch(view.shape, view.dtype)
+        gemm.copy(self.k, view, packed)
+        self._packed[-1][key] = packed
+        return packed
+
+    @contextlib.contextmanager
+    def scope(self):
+        """Code emitted inside (a loop body) does not dominate what follows: forget its copies."""
+        self._packed.append({})
+        try:
+            yield
+        finally:
+            self._packed.pop()
+
+    def flag_error(self, bad: ir.Value, message: str) -> None:
+        """Set the status word to this message's code where `bad` (an i1) holds."""
+        if message not in self.errors:
+            self.errors.append(message)
+        code = ir.Constant(I64, self.errors.index(message) + 1)
+        b = self.k.builder
+        old = b.load(self._status, typ=I64)
+        b.store(b.select(bad, code, old), self._status)
+
+    def math(self, op: str, value: ir.Value) -> ir.Value:
+        return emit_math(self.k.builder, self.module, op, value)
+
+    # ---- lowering -----------------------------------------------------------------------------
+
+    def lower(self) -> str:
+        g = self.graph
+        inputs = [self._buffer(self._arg(k), i.type) for k, i in enumerate(g.inputs)]
+        first = len(g.inputs)
+        outputs = [self._buffer(self._arg(first + k), o.type) for k, o in enumerate(g.outputs)]
+        self.lower_subgraph(g, inputs, outputs)
+        self.k.builder.ret_void()
+        return str(self.module)
+
+    @staticmethod
+    def _buffer(ptr: ir.Value, type_) -> View:
+        shape = tuple(type_.shape)
+        strides = contiguous_strides(shape)
+        return View(ptr, ir.Constant(I64, 0), shape, strides, np.dtype(type_.dtype))
+
+    def lower_subgraph(self, graph: Graph, inputs: list[View], outputs: list[View]) -> None:
+        """Emit `graph` reading `inputs` and writing its outputs into `outputs`."""
+        env: dict[Node, View] = dict(zip(graph.inputs, inputs, strict=True))
+        # An output computed by a kernel is written straight into its output buffer.
+        direct = {}
+        for node, dest in zip(graph.outputs, outputs, strict=True):
+            if graph.outputs.count(node) == 1 and not node.is_input and node.op in KERNELS:
+                direct[node] = dest
+        for node in graph.nodes:
+            try:
+                env[node] = self._lower_node(node, [env[i] for i in node.inputs], direct.get(node))
+            except CompileError:
+                raise
+            except Exception as e:
+                what = f"lowering %{node.name} = {node.op}"
+                raise CompileError(f"llvm backend: {what} failed: {type(e).__name__}: {e}") from e
+        for node, dest in zip(graph.outputs, outputs, strict=True):
+            if direct.get(node) is not dest:
+                gemm.copy(self.k, env[node], dest)
+
+    def _lower_node(self, node: Node, args: list[View], dest: View | None) -> View:
+        if node.is_const:
+            return self.k.global_array(node.value, "const")
+        if node.op in VIEWS and dest is None:
+            view = VIEWS[node.op](self, node, *args)
+            if view is not None:
+                return view
+        if node.op not in KERNELS:
+            if node.op in VIEWS:  # a view that needs a copy: materialize its input first
+                return VIEWS[node.op](self, node, *[self.contiguous(a) for a in args])
+            pure = "" if get_op(node.op).pure else " (a random op: it must run eagerly)"
+            raise CompileError(f"the llvm backend cannot lower op {node.op!r}{pure}")
+        out = dest or self.scratch(node.shape, node.dtype)
+        KERNELS[node.op](self, node, out, *args)
+        return out
+
+
+class Runner:
+    """Calls a compiled graph: checks arrays, allocates outputs, passes pointers, reports errors."""
+
+    def __init__(self, graph: Graph, native: NativeFunction, workspace_bytes: int, errors):
+        self.native = native
+        self.artifacts = native.artifacts
+        self.errors = errors
+        self.signature = Signature([i.name for i in graph.inputs], [i.type for i in graph.inputs])
+        self.out_specs = [(tuple(o.shape), np.dtype(o.dtype)) for o in graph.outputs]
+        self.workspace = np.zeros(max(workspace_bytes, ALIGN) + ALIGN, np.uint8)
+        self.status = np.zeros(1, np.int64)
+        n = len(graph.inputs) + len(graph.outputs) + 2
+        self.pointers = (ctypes.c_void_p * n)()
+        self.pointers[n - 2] = _aligned(self.workspace)
+        self.pointers[n - 1] = self.status.ctypes.data
+
+    def __call__(self, arrays):
+        arrays = self.signature.check(arrays)
+        outputs = [np.empty(shape, dtype) for shape, dtype in self.out_specs]
+        p = self.pointers
+        for k, a in enumerate(arrays + outputs):
+            p[k] = a.ctypes.data
+        self.status[0] = 0
+        self.native.call(p)
+        if self.status[0]:
+            raise IndexError(self.errors[int(self.status[0]) - 1])
+        return outputs
+
+
+def _aligned(buffer: np.ndarray) -> int:
+    address = buffer.ctypes.data
+    return address + (-address) % ALIGN
+
+
+def build(graph: Graph) -> Runner:
+    """Build native code for `graph`; a CompileError names what cannot be lowered."""
+    for node in graph.nodes:
+        for t in [node.type] + [i.type for i in node.inputs]:
+            llvm_type(t.dtype)
+    lowering = GraphLowering(graph)
+    text = lowering.lower()
+    native = NativeFunction(text, "entry")
+    return Runner(graph, native, lowering.workspace_bytes, lowering.errors)

@@ -1,0 +1,589 @@
+"""Per-op lowerings for the llvm backend, registered by op name.
+
+Two kinds:
+- view lowerings return a new `View` of their input (transpose, slices, broadcasts, reshapes of
+  contiguous values): no code, no copy. They may return None to ask for a materialized copy.
+- kernel lowerings emit loops that write the op's value into a destination view `out`.
+
+Semantics follow each op's numpy reference (`mytorch/ops`), including NaN propagation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from llvmlite import ir
+
+from ..errors import CompileError
+from ..ops.shape import IntArray, Slice, decode_index
+from . import gemm
+from .kernel import I8, I64, View, contiguous_strides, llvm_type
+
+VIEWS: dict[str, Callable] = {}
+KERNELS: dict[str, Callable] = {}
+
+
+def view_lowering(op: str):
+    def add(fn):
+        VIEWS[op] = fn
+        return fn
+
+    return add
+
+
+def lowering(*ops: str):
+    def add(fn):
+        for op in ops:
+            KERNELS[op] = fn
+        return fn
+
+    return add
+
+
+def lowered_ops() -> set[str]:
+    """Every op name the llvm backend can lower."""
+    return set(VIEWS) | set(KERNELS)
+
+
+# ---- views -----------------------------------------------------------------------------------
+
+
+@view_lowering("transpose")
+def _transpose(ctx, node, x: View):
+    order = list(range(len(x.shape)))
+    d0, d1 = node.params["d0"], node.params["d1"]
+    order[d0], order[d1] = order[d1], order[d0]
+    return x.transpose(order)
+
+
+@view_lowering("permute")
+def _permute(ctx, node, x: View):
+    return x.transpose(node.params["dims"])
+
+
+@view_lowering("broadcast_to")
+def _broadcast_to(ctx, node, x: View):
+    return x.broadcast_to(node.shape)
+
+
+@view_lowering("reshape")
+def _reshape(ctx, node, x: View):
+    return x.reshape(node.shape)
+
+
+@view_lowering("getitem")
+def _getitem_view(ctx, node, x: View):
+    """Ints, slices and None are a view; integer arrays need a gather (returns None)."""
+    index = node.params["index"]
+    if any(isinstance(i, IntArray) for i in index):
+        return None
+    if Ellipsis in index:
+        k = index.index(Ellipsis)
+        real = sum(1 for i in index if i is not None and i is not Ellipsis)
+        index = index[:k] + (Slice(None, None, None),) * (len(x.shape) - real) + index[k + 1 :]
+    offset, shape, strides, dim = 0, [], [], 0
+    for item in index:
+        if item is None:
+            shape.append(1)
+            strides.append(0)
+            continue
+        n, s = x.shape[dim], x.strides[dim]
+        if isinstance(item, int):
+            offset += (item % n) * s
+        else:
+            start, _, step = slice(item.start, item.stop, item.step).indices(n)
+            offset += start * s
+            shape.append(len(range(*slice(item.start, item.stop, item.step).indices(n))))
+            strides.append(s * step)
+        dim += 1
+    shape += x.shape[dim:]
+    strides += x.strides[dim:]
+    b = ctx.k.builder
+    new_offset = b.add(x.offset, ir.Constant(I64, offset)) if offset else x.offset
+    return View(x.ptr, new_offset, tuple(shape), tuple(strides), x.dtype)
+
+
+# ---- elementwise -----------------------------------------------------------------------------
+
+
+def _is_float(ty) -> bool:
+    return isinstance(ty, (ir.FloatType, ir.DoubleType))
+
+
+def emit_math(b: ir.IRBuilder, module: ir.Module, op: str, x: ir.Value) -> ir.Value:
+    """exp, log, tanh, sqrt or sigmoid of a float value, via LLVM intrinsics."""
+    if op == "sigmoid":  # the reference's formula: 0.5 * (1 + tanh(x / 2))
+        half = ir.Constant(x.type, 0.5)
+        t = emit_math(b, module, "tanh", b.fmul(x, half))
+        return b.fmul(half, b.fadd(ir.Constant(x.type, 1.0), t))
+    fn = module.declare_intrinsic(f"llvm.{op}", [x.type])
+    return b.call(fn, [x])
+
+
+def _intrinsic(ctx, name: str, value: ir.Value, *more: ir.Value) -> ir.Value:
+    fn = ctx.module.declare_intrinsic(name, [value.type])
+    return ctx.k.builder.call(fn, [value, *more])
+
+
+def _bool(b: ir.IRBuilder, flag: ir.Value) -> ir.Value:
+    return b.zext(flag, I8)
+
+
+def _truth(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """An i1 from a stored value (bool bytes, ints or floats)."""
+    if _is_float(value.type):
+        return b.fcmp_unordered("!=", value, ir.Constant(value.type, 0.0))
+    return b.icmp_unsigned("!=", value, ir.Constant(value.type, 0))
+
+
+def _convert(b: ir.IRBuilder, value: ir.Value, src: np.dtype, dst: np.dtype) -> ir.Value:
+    """numpy's astype between float32/float64/int32/int64/bool."""
+    src, dst = np.dtype(src), np.dtype(dst)
+    to = llvm_type(dst)
+    if src == dst:
+        return value
+    if dst.kind == "b":
+        return _bool(b, _truth(b, value))
+    if src.kind == "f" and dst.kind == "f":
+        return b.fpext(value, to) if dst.itemsize > src.itemsize else b.fptrunc(value, to)
+    if src.kind == "f":
+        return b.fptosi(value, to)
+    if dst.kind == "f":
+        return b.uitofp(value, to) if src.kind == "b" else b.sitofp(value, to)
+    if src.kind == "b":
+        return b.zext(value, to)
+    return b.sext(value, to) if dst.itemsize > src.itemsize else b.trunc(value, to)
+
+
+_FCMP = {"eq": "==", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def _scalar(ctx, op: str, dtype: np.dtype, args: list[ir.Value], params) -> ir.Value:
+    """One element of an elementwise op, all operands already converted to `dtype`."""
+    b = ctx.k.builder
+    is_f = dtype.kind == "f"
+    zero = ir.Constant(llvm_type(dtype), 0.0 if is_f else 0)
+    if op == "add":
+        return b.fadd(*args) if is_f else b.add(*args)
+    if op == "sub":
+        return b.fsub(*args) if is_f else b.sub(*args)
+    if op == "mul":
+        return b.fmul(*args) if is_f else b.mul(*args)
+    if op == "div":
+        if not is_f:
+            raise CompileError("llvm backend: integer division is not supported")
+        return b.fdiv(*args)
+    if op == "pow":
+        if not is_f:
+            raise CompileError("llvm backend: integer pow is not supported")
+        return _intrinsic(ctx, "llvm.pow", *args)
+    if op == "neg":
+        return b.fneg(args[0]) if is_f else b.sub(zero, args[0])
+    if op == "abs":
+        if is_f:
+            return _intrinsic(ctx, "llvm.fabs", args[0])
+        return b.select(b.icmp_signed("<", args[0], zero), b.sub(zero, args[0]), args[0])
+    if op in ("exp", "log", "tanh", "sigmoid", "sqrt"):
+        return ctx.math(op, args[0])
+    if op == "relu":
+        neg = b.fcmp_ordered("<", args[0], zero) if is_f else b.icmp_signed("<", args[0], zero)
+        return b.select(neg, zero, args[0])  # NaN stays NaN, as np.maximum(x, 0)
+    if op == "clamp":
+        x = args[0]
+        for bound, cmp in ((params.get("min"), "<"), (params.get("max"), ">")):
+            if bound is not None:
+                c = ctx.k.constant(bound, dtype)
+                out_of_range = b.fcmp_ordered(cmp, x, c) if is_f else b.icmp_signed(cmp, x, c)
+                x = b.select(out_of_range, c, x)
+        return x
+    if op in _FCMP:
+        flag = b.fcmp_ordered(_FCMP[op], *args) if is_f else b.icmp_signed(_FCMP[op], *args)
+        return _bool(b, flag)
+    if op == "ne":
+        flag = b.fcmp_unordered("!=", *args) if is_f else b.icmp_signed("!=", *args)
+        return _bool(b, flag)
+    raise AssertionError(f"no scalar lowering for {op}")
+
+
+_ELEMENTWISE = (
+    "add sub mul div pow neg abs exp log tanh sigmoid sqrt relu clamp eq ne lt le gt ge"
+).split()
+
+
+@lowering(*_ELEMENTWISE)
+def _elementwise(ctx, node, out: View, *args: View):
+    k, b = ctx.k, ctx.k.builder
+    is_compare = node.op in ("eq", "ne", "lt", "le", "gt", "ge")
+    compute = np.result_type(*(a.dtype for a in args)) if is_compare else node.dtype
+    views = [a.broadcast_to(out.shape) for a in args]
+
+    def body(idx):
+        vals = [_convert(b, k.load(v, idx), v.dtype, compute) for v in views]
+        k.store(_scalar(ctx, node.op, np.dtype(compute), vals, node.params), out, idx)
+
+    k.loop_nest(out.shape, body, "e")
+
+
+@lowering("where")
+def _where(ctx, node, out: View, cond: View, a: View, x: View):
+    k, b = ctx.k, ctx.k.builder
+    views = [v.broadcast_to(out.shape) for v in (cond, a, x)]
+
+    def body(idx):
+        c, va, vb = (k.load(v, idx) for v in views)
+        va = _convert(b, va, views[1].dtype, node.dtype)
+        vb = _convert(b, vb, views[2].dtype, node.dtype)
+        k.store(b.select(_truth(b, c), va, vb), out, idx)
+
+    k.loop_nest(out.shape, body, "w")
+
+
+@lowering("cast")
+def _cast(ctx, node, out: View, x: View):
+    k, b = ctx.k, ctx.k.builder
+    k.loop_nest(
+        out.shape, lambda idx: k.store(_convert(b, k.load(x, idx), x.dtype, out.dtype), out, idx)
+    )
+
+
+# ---- reductions ------------------------------------------------------------------------------
+
+
+def _reduce_dims(node, ndim: int) -> tuple[int, ...]:
+    dim = node.params.get("dim")
+    return tuple(range(ndim)) if dim is None else tuple(dim)
+
+
+def _out_index(idx, dims, keepdim: bool):
+    """The output index of input index `idx` after reducing `dims`."""
+    zero = ir.Constant(I64, 0)
+    return [zero if d in dims else i for d, i in enumerate(idx) if keepdim or d not in dims]
+
+
+@lowering("sum", "mean")
+def _sum(ctx, node, out: View, x: View):
+    k, b = ctx.k, ctx.k.builder
+    dims, keep = _reduce_dims(node, len(x.shape)), node.params.get("keepdim", False)
+    gemm.fill(k, out, k.constant(0, out.dtype))
+    is_f = out.dtype.kind == "f"
+
+    def body(idx):
+        o = _out_index(idx, dims, keep)
+        v = _convert(b, k.load(x, idx), x.dtype, out.dtype)
+        acc = k.load(out, o)
+        k.store(b.fadd(acc, v) if is_f else b.add(acc, v), out, o)
+
+    k.loop_nest(x.shape, body, "r")
+    if node.op == "mean":
+        count = int(np.prod([x.shape[d] for d in dims], dtype=np.int64))
+        scale = k.constant(count, out.dtype)
+        k.loop_nest(out.shape, lambda idx: k.store(b.fdiv(k.load(out, idx), scale), out, idx))
+
+
+@lowering("max", "min", "argmax", "argmin")
+def _extremum(ctx, node, out: View, x: View):
+    """Running max/min (NaN wins, like numpy); arg variants keep the first index reaching it."""
+    k, b = ctx.k, ctx.k.builder
+    dims, keep = _reduce_dims(node, len(x.shape)), node.params.get("keepdim", False)
+    want_index = node.op.startswith("arg")
+    cmp = ">" if node.op in ("max", "argmax") else "<"
+    is_f = x.dtype.kind == "f"
+    # The running value lives in scratch for arg ops (their output holds the index).
+    best = ctx.scratch(out.shape, x.dtype) if want_index else out
+    inner_shape = [x.shape[d] for d in dims]
+    outer_shape = [n for d, n in enumerate(x.shape) if d not in dims]
+
+    def outer(o_idx):
+        full = dict(zip([d for d in range(len(x.shape)) if d not in dims], o_idx, strict=True))
+        zero = ir.Constant(I64, 0)
+        o = [zero if d in dims else full[d] for d in range(len(x.shape)) if keep or d not in dims]
+        first = [full.get(d, zero) for d in range(len(x.shape))]
+        k.store(k.load(x, first), best, o)
+        if want_index:
+            k.store(ir.Constant(I64, 0), out, o)
+
+        def inner(r_idx):
+            pos = dict(zip(dims, r_idx, strict=True))
+            idx = [full[d] if d in full else pos[d] for d in range(len(x.shape))]
+            v, cur = k.load(x, idx), k.load(best, o)
+            if is_f:
+                better = b.fcmp_ordered(cmp, v, cur)
+                nan_new = b.and_(b.fcmp_unordered("!=", v, v), b.fcmp_ordered("==", cur, cur))
+                better = b.or_(better, nan_new)
+            else:
+                better = b.icmp_signed(cmp, v, cur)
+            k.store(b.select(better, v, cur), best, o)
+            if want_index:
+                flat = ir.Constant(I64, 0)
+                for d, size in zip(dims, inner_shape, strict=True):
+                    flat = b.add(b.mul(flat, ir.Constant(I64, size)), pos[d])
+                k.store(b.select(better, flat, k.load(out, o)), out, o)
+
+        k.loop_nest(inner_shape, inner, "x")
+
+    k.loop_nest(outer_shape, outer, "o")
+
+
+# ---- softmax ---------------------------------------------------------------------------------
+
+
+@lowering("softmax", "log_softmax")
+def _softmax(ctx, node, out: View, x: View):
+    k, b = ctx.k, ctx.k.builder
+    dim = node.params["dim"]
+    n = x.shape[dim]
+    outer_shape = x.shape[:dim] + x.shape[dim + 1 :]
+    acc = ctx.scratch((2,), x.dtype)  # running max, then the sum of exponentials
+    zero = ir.Constant(I64, 0)
+    one = ir.Constant(I64, 1)
+
+    def outer(o_idx):
+        def at(i):
+            return list(o_idx[:dim]) + [i] + list(o_idx[dim:])
+
+        k.store(k.load(x, at(zero)), acc, [zero])
+
+        def find_max(i):
+            v, m = k.load(x, at(i)), k.load(acc, [zero])
+            bigger = b.or_(b.fcmp_ordered(">", v, m), b.fcmp_unordered("!=", v, v))
+            k.store(b.select(bigger, v, m), acc, [zero])
+
+        k.loop(n, find_max, "sm")
+        k.store(k.constant(0, x.dtype), acc, [one])
+
+        def exp_sum(i):
+            e = ctx.math("exp", b.fsub(k.load(x, at(i)), k.load(acc, [zero])))
+            if node.op == "softmax":
+                k.store(e, out, at(i))
+            k.store(b.fadd(k.load(acc, [one]), e), acc, [one])
+
+        k.loop(n, exp_sum, "se")
+        if node.op == "softmax":
+            total = k.load(acc, [one])
+            k.loop(n, lambda i: k.store(b.fdiv(k.load(out, at(i)), total), out, at(i)), "sd")
+        else:
+            log_total = ctx.math("log", k.load(acc, [one]))
+            m = k.load(acc, [zero])
+
+            def write(i):
+                k.store(b.fsub(b.fsub(k.load(x, at(i)), m), log_total), out, at(i))
+
+            k.loop(n, write, "sl")
+
+    k.loop_nest(outer_shape, outer, "so")
+
+
+# ---- data movement ---------------------------------------------------------------------------
+
+
+@lowering("cat", "stack")
+def _cat(ctx, node, out: View, *xs: View):
+    dim = node.params["dim"]
+    start = 0
+    for x in xs:
+        if node.op == "stack":
+            dst = ctx.k.offset_view(out, dim, ir.Constant(I64, start))
+            start += 1
+        else:
+            n = x.shape[dim]
+            step = ctx.k.builder.mul(ir.Constant(I64, start), ir.Constant(I64, out.strides[dim]))
+            shape = out.shape[:dim] + (n,) + out.shape[dim + 1 :]
+            dst = View(out.ptr, ctx.k.builder.add(out.offset, step), shape, out.strides, out.dtype)
+            start += n
+        gemm.copy(ctx.k, x.broadcast_to(dst.shape) if x.shape != dst.shape else x, dst)
+
+
+def _gather_table(shape, index) -> np.ndarray:
+    """For every output element of x[index], the flat C-order position it reads in x."""
+    return np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.int64).reshape(shape)[
+        decode_index(index)
+    ]
+
+
+def _flat_to_view(ctx, view: View, flat: ir.Value) -> ir.Value:
+    """Address of the element at C-order position `flat` of `view`."""
+    b = ctx.k.builder
+    idx = []
+    for size in reversed(view.shape):
+        idx.append(b.srem(flat, ir.Constant(I64, size)))
+        flat = b.sdiv(flat, ir.Constant(I64, size))
+    return ctx.k.address(view, list(reversed(idx)))
+
+
+@lowering("getitem")
+def _gather(ctx, node, out: View, x: View):
+    """Integer-array indexing: a compile-time table of source positions (shapes are static)."""
+    table = ctx.k.global_array(_gather_table(x.shape, node.params["index"]).ravel(), "gather")
+    flat_out = View(out.ptr, out.offset, (out.size,), (1,), out.dtype)
+    k, b = ctx.k, ctx.k.builder
+
+    def body(i):
+        src = _flat_to_view(ctx, x, k.load(table, [i]))
+        dst = _flat_to_view(ctx, out, i) if not out.is_contiguous else k.address(flat_out, [i])
+        b.store(b.load(src, typ=llvm_type(x.dtype)), dst)
+
+    k.loop(out.size, body, "g")
+
+
+@lowering("getitem_grad")
+def _scatter(ctx, node, out: View, g: View):
+    k, b = ctx.k, ctx.k.builder
+    gemm.fill(k, out, k.constant(0, out.dtype))
+    table = k.global_array(_gather_table(node.shape, node.params["index"]).ravel(), "scatter")
+
+    def body(i):
+        dst = _flat_to_view(ctx, out, k.load(table, [i]))
+        src = _flat_to_view(ctx, g, i)
+        ty = llvm_type(out.dtype)
+        b.store(b.fadd(b.load(dst, typ=ty), b.load(src, typ=ty)), dst)
+
+    k.loop(int(np.prod(g.shape, dtype=np.int64)), body, "s")
+
+
+def _checked_index(ctx, idx_view: View, i_idx, n: int, what: str) -> ir.Value:
+    """Load an index; out of [0, n) sets the error status and reads row 0 instead."""
+    b = ctx.k.builder
+    raw = _convert(b, ctx.k.load(idx_view, i_idx), idx_view.dtype, np.dtype(np.int64))
+    bad = b.or_(
+        b.icmp_signed("<", raw, ir.Constant(I64, 0)), b.icmp_signed(">=", raw, ir.Constant(I64, n))
+    )
+    ctx.flag_error(bad, f"{what}: an index is out of range for {n} entries")
+    return b.select(bad, ir.Constant(I64, 0), raw)
+
+
+@lowering("embedding")
+def _embedding(ctx, node, out: View, weight: View, indices: View):
+    k = ctx.k
+    num, width = weight.shape
+
+    def body(idx):
+        row = _checked_index(ctx, indices, idx, num, "embedding")
+        k.loop(width, lambda j: k.store(k.load(weight, [row, j]), out, list(idx) + [j]), "d")
+
+    k.loop_nest(indices.shape, body, "t")
+
+
+@lowering("embedding_grad")
+def _embedding_grad(ctx, node, out: View, g: View, indices: View):
+    k, b = ctx.k, ctx.k.builder
+    num, width = out.shape
+    gemm.fill(k, out, k.constant(0, out.dtype))
+
+    def body(idx):
+        row = _checked_index(ctx, indices, idx, num, "embedding_grad")
+
+        def add(j):
+            k.store(b.fadd(k.load(out, [row, j]), k.load(g, list(idx) + [j])), out, [row, j])
+
+        k.loop(width, add, "d")
+
+    k.loop_nest(indices.shape, body, "t")
+
+
+@lowering("one_hot")
+def _one_hot(ctx, node, out: View, indices: View):
+    k, b = ctx.k, ctx.k.builder
+    classes = node.params["num_classes"]
+    one, zero = k.constant(1, out.dtype), k.constant(0, out.dtype)
+
+    def body(idx):
+        hot = _checked_index(ctx, indices, idx, classes, "one_hot")
+        k.loop(
+            classes,
+            lambda c: k.store(b.select(b.icmp_signed("==", c, hot), one, zero), out, idx + [c]),
+            "c",
+        )
+
+    k.loop_nest(indices.shape, body, "t")
+
+
+# ---- products and recurrent cells ------------------------------------------------------------
+
+
+@lowering("matmul")
+def _matmul(ctx, node, out: View, a: View, bmat: View):
+    if out.dtype.kind != "f":
+        raise CompileError("llvm backend: integer matmul is not supported")
+    a = _promote(ctx, a, out.dtype)
+    bmat = _promote(ctx, bmat, out.dtype)
+    # 1-D operands become a row (a) or a column (b) matrix.
+    a2 = a
+    if len(a.shape) == 1:
+        a2 = View(a.ptr, a.offset, (1,) + a.shape, (0,) + a.strides, a.dtype)
+    b2 = bmat
+    if len(bmat.shape) == 1:
+        b2 = View(bmat.ptr, bmat.offset, bmat.shape + (1,), bmat.strides + (1,), bmat.dtype)
+    m, n = a2.shape[-2], b2.shape[-1]
+    batch = tuple(out.shape[: len(out.shape) - (len(a.shape) > 1) - (len(bmat.shape) > 1)])
+    assert out.is_contiguous, "kernels write into contiguous buffers"
+    out2 = View(out.ptr, out.offset, batch + (m, n), contiguous_strides(batch + (m, n)), out.dtype)
+    a3 = a2.broadcast_to(batch + a2.shape[-2:])
+    b3 = b2.broadcast_to(batch + b2.shape[-2:])
+    if b3.strides[-1] not in (0, 1) and b3.shape[-1] != 1:
+        b3 = ctx.contiguous(b3)  # e.g. a weight used as W.T: packed once per call
+    gemm.fill(ctx.k, out, ctx.k.constant(0, out.dtype))
+    gemm.batched(
+        ctx.k, batch, [a3, b3, out2], lambda av, bv, cv: gemm.matmul_accumulate(ctx.k, av, bv, cv)
+    )
+
+
+def _promote(ctx, v: View, dtype) -> View:
+    if v.dtype == dtype:
+        return v
+    tmp = ctx.scratch(v.shape, dtype)
+    k, b = ctx.k, ctx.k.builder
+    k.loop_nest(v.shape, lambda idx: k.store(_convert(b, k.load(v, idx), v.dtype, dtype), tmp, idx))
+    return tmp
+
+
+def _activation(ctx, out: View, nonlinearity: str):
+    k = ctx.k
+    op = "tanh" if nonlinearity == "tanh" else "relu"
+    k.loop_nest(
+        out.shape,
+        lambda idx: k.store(_scalar(ctx, op, out.dtype, [k.load(out, idx)], {}), out, idx),
+        "act",
+    )
+
+
+@lowering("rnn_cell")
+def _rnn_cell(ctx, node, out: View, x, h, w_ih, w_hh, bias):
+    """out = act(x @ w_ih.T + h @ w_hh.T + b): both products accumulate into out."""
+    gemm.copy(ctx.k, bias.broadcast_to(out.shape), out)
+    for left, w in ((x, w_ih), (h, w_hh)):
+        gemm.matmul_accumulate(ctx.k, left, ctx.contiguous(w.transpose((1, 0))), out)
+    _activation(ctx, out, node.params["nonlinearity"])
+
+
+@lowering("rnn_step")
+def _rnn_step(ctx, node, out: View, xw, h, w_hh):
+    """out = act(xw + h @ w_hh.T)."""
+    gemm.copy(ctx.k, xw, out)
+    gemm.matmul_accumulate(ctx.k, h, ctx.contiguous(w_hh.transpose((1, 0))), out)
+    _activation(ctx, out, node.params["nonlinearity"])
+
+
+@lowering("loop")
+def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
+    """hs[t] = body(xs[t], h_{t-1}, *invariants): the body's code runs inside a native loop."""
+    k, b = ctx.k, ctx.k.builder
+    h0 = ctx.contiguous(h0)
+    # Pack transposed 2-D weights before the loop: the body finds them packed (no per-step copy).
+    for v in invariants:
+        if len(v.shape) == 2 and v.dtype.kind == "f":
+            ctx.contiguous(v.transpose((1, 0)))
+    zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+    ty = llvm_type(h0.dtype)
+
+    def step(t):
+        first = b.icmp_signed("==", t, zero)
+        prev = k.offset_view(out, 0, b.sub(t, one))  # only dereferenced when t > 0
+        start = b.gep(h0.ptr, [h0.offset], inbounds=True, source_etype=ty)
+        previous = b.gep(prev.ptr, [prev.offset], source_etype=ty)
+        h = View(b.select(first, start, previous), zero, h0.shape, h0.strides, h0.dtype)
+        with ctx.scope():
+            ctx.lower_subgraph(node.params["body"], [k.offset_view(xs, 0, t), h, *invariants],
+                               [k.offset_view(out, 0, t)])
+
+    k.loop(xs.shape[0], step, "t")

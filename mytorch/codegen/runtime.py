@@ -1,0 +1,109 @@
+"""Native code at run time: LLVM initialization, O3 optimization for the host CPU, the JIT, and
+the guarded call from Python into a compiled graph.
+
+The entry function of every compiled graph is `void f(ptr* args)`: one array of buffer pointers
+(inputs, then parameters, outputs, workspace). Python allocates every buffer with numpy and checks
+each argument's type, dtype, shape and contiguity before the call, so native code never sees a
+buffer it did not expect.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ops.registry import TensorType, fmt
+
+
+@functools.cache
+def llvm():
+    """llvmlite's binding layer, initialized once (lazily, so `import mytorch` stays fast)."""
+    import llvmlite.binding as binding
+
+    binding.initialize_native_target()
+    binding.initialize_native_asmprinter()
+    return binding
+
+
+def target_machine():
+    """A target machine for the host CPU by name and features (so AVX-512 is used).
+
+    NOTE: a new one per JIT engine: the engine takes ownership of its target machine.
+    """
+    binding = llvm()
+    target = binding.Target.from_triple(binding.get_process_triple())
+    return target.create_target_machine(
+        cpu=binding.get_host_cpu_name(),
+        features=binding.get_host_cpu_features().flatten(),
+        opt=3,
+        jit=True,
+    )
+
+
+def host_features() -> set[str]:
+    """The host CPU's enabled features: {'avx2', 'avx512f', 'fma', ...}."""
+    flat = llvm().get_host_cpu_features().flatten()
+    return {f[1:] for f in flat.split(",") if f.startswith("+")}
+
+
+@dataclass
+class Artifacts:
+    """What the build produced, kept for teaching and dumps."""
+
+    llvm_ir_raw: str
+    llvm_ir: str
+    asm: str
+
+
+class NativeFunction:
+    """A JIT-compiled `void f(ptr* args)`; keeps its engine alive as long as it lives."""
+
+    def __init__(self, llvm_ir: str, name: str):
+        binding = llvm()
+        module = binding.parse_assembly(llvm_ir)
+        module.verify()
+        tm = target_machine()
+        options = binding.create_pipeline_tuning_options(speed_level=3)
+        options.loop_vectorization = True
+        options.slp_vectorization = True
+        options.loop_unrolling = True
+        builder = binding.create_pass_builder(tm, options)
+        builder.getModulePassManager().run(module, builder)
+        self.engine = binding.create_mcjit_compiler(module, tm)
+        self.engine.finalize_object()
+        address = self.engine.get_function_address(name)
+        if not address:
+            raise AssertionError(f"JIT gave no address for {name}")
+        self.address = address
+        self.call = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
+        self.artifacts = Artifacts(llvm_ir, str(module), tm.emit_assembly(module))
+
+
+class Signature:
+    """The buffers a native function expects, checked before every call."""
+
+    def __init__(self, names: list[str], types: list[TensorType]):
+        self.names = names
+        self.types = types
+        self.dtypes = [np.dtype(t.dtype) for t in types]
+        self.shapes = [tuple(t.shape) for t in types]
+
+    def check(self, arrays) -> list[np.ndarray]:
+        """The arrays, made C-contiguous; a clear error for a wrong count, type, dtype or shape."""
+        if len(arrays) != len(self.types):
+            raise TypeError(f"expected {len(self.types)} arrays, got {len(arrays)}")
+        out = []
+        for name, dtype, shape, a in zip(self.names, self.dtypes, self.shapes, arrays, strict=True):
+            if type(a) is not np.ndarray:
+                raise TypeError(f"argument {name!r} must be a numpy array, got {type(a).__name__}")
+            if a.dtype != dtype:
+                raise TypeError(f"argument {name!r} must have dtype {dtype}, got {a.dtype}")
+            if a.shape != shape:
+                raise ValueError(
+                    f"argument {name!r} must have shape {fmt(shape)}, got {fmt(a.shape)}"
+                )
+            out.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+        return out
