@@ -220,6 +220,14 @@ class CompiledModule(CompiledFunction):
         super().__init__(module, **options)
         self._module = module
 
+    def train(self, mode: bool = True):
+        self._module.train(mode)
+        return self
+
+    def eval(self):
+        self._module.eval()
+        return self
+
     def __getattr__(self, name):
         # Only reached for names this wrapper lacks: parameters(), state_dict(), train(), ...
         return getattr(self.__dict__["_module"], name)

@@ -39,14 +39,16 @@ def from_numpy(array: np.ndarray) -> Tensor:
 
 def zeros(*shape, dtype=None, trainable=False, requires_grad=None) -> Tensor:
     """A tensor of zeros; the shape as varargs or one tuple."""
-    data = np.zeros(_shape(shape), _dtype(dtype))
-    return Tensor(data, trainable=trainable, requires_grad=requires_grad)
+    dtype = _dtype(dtype)
+    data = np.zeros(_shape(shape), dtype)
+    return Tensor(data, trainable=trainable, requires_grad=requires_grad, dtype=dtype)
 
 
 def ones(*shape, dtype=None, trainable=False, requires_grad=None) -> Tensor:
     """A tensor of ones; the shape as varargs or one tuple."""
-    data = np.ones(_shape(shape), _dtype(dtype))
-    return Tensor(data, trainable=trainable, requires_grad=requires_grad)
+    dtype = _dtype(dtype)
+    data = np.ones(_shape(shape), dtype)
+    return Tensor(data, trainable=trainable, requires_grad=requires_grad, dtype=dtype)
 
 
 def zeros_like(t: Tensor, *, dtype=None, trainable=False) -> Tensor:

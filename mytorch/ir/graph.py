@@ -100,9 +100,12 @@ class Graph:
         self._names.add(name)
         return name
 
-    def add_input(self, name: str, type: TensorType, *, param: bool = False) -> Node:
-        """Append a graph input (or a parameter input) named `name`."""
-        node = Node(self._claim(name), "param" if param else "input", type=type)
+    def add_input(
+        self, name: str, type: TensorType, *, param: bool = False, rename: bool = False
+    ) -> Node:
+        """Append a graph input (or a parameter input) named `name` (made unique if `rename`)."""
+        name = self.unique_name(name) if rename and name in self._names else self._claim(name)
+        node = Node(name, "param" if param else "input", type=type)
         node.graph = self
         self.inputs.append(node)
         return node

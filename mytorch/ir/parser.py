@@ -11,7 +11,7 @@ from ..ops.registry import DTYPES, TensorType
 from ..ops.shape import IntArray, Slice
 from .graph import CONST, Graph
 
-_NAME = r"[A-Za-z_][\w.]*"
+_NAME = r"[\w][\w.]*"
 _TYPE = r"(\w+)\[([\d,]*)\]"
 _SHORT_TO_DTYPE = {
     "f32": "float32",

@@ -109,7 +109,10 @@ def to_dot(graph: Graph) -> str:
         style = ', style=filled, fillcolor="#dde8f5"' if n.is_param else ""
         lines.append(f'  "{n.name}" [shape=ellipse, label="%{_escape(n.name)}\\n{n.type}"{style}];')
     for n in graph.nodes:
-        params = ", ".join(f"{k}={format_param(k, v)}" for k, v in n.params.items())
+        params = ", ".join(
+            f"{k}={format_param(k, v)}" if k != "body" else f"body=<{len(v)} nodes>"
+            for k, v in n.params.items()
+        )
         label = f"%{n.name}\\n{n.op}" + (f" {{{params}}}" if params else "") + f"\\n{n.type}"
         shape = "note" if n.is_const else "box"
         lines.append(f'  "{n.name}" [shape={shape}, label="{_escape(label)}"];')

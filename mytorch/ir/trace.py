@@ -120,8 +120,9 @@ class Tracer:
                 node = self.graph.add_const(np.array(t.data))
             else:
                 name = self.param_names.get(id(t)) or t.label or f"p{len(self.params)}"
-                name = self.graph.unique_name(name) if name in self.graph._names else name
-                node = self.graph.add_input(name, TensorType(t.shape, t.dtype), param=True)
+                node = self.graph.add_input(
+                    name, TensorType(t.shape, t.dtype), param=True, rename=True
+                )
                 self.params.append(t)
             self._lifted[id(t)] = node
         return node
@@ -141,7 +142,7 @@ def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> T
     stand_ins = []
     for leaf, leaf_name in zip(leaves, flat_names, strict=True):
         if isinstance(leaf, Tensor):
-            node = graph.add_input(leaf_name, TensorType(leaf.shape, leaf.dtype))
+            node = graph.add_input(leaf_name, TensorType(leaf.shape, leaf.dtype), rename=True)
             stand_ins.append(TracerTensor(node))
         else:
             stand_ins.append(leaf)

@@ -16,13 +16,13 @@ def verify(graph: Graph) -> Graph:
     defined: set[int] = set()
     names: set[str] = set()
     for node in graph.inputs:
-        _check_name(node, names, graph)
+        _check_name(node, names, graph, f"input %{node.name}")
         if node.inputs:
             raise VerifyError(f"input %{node.name} has inputs")
         defined.add(id(node))
     for index, node in enumerate(graph.nodes):
         where = f"node {index} (%{node.name} = {node.op})"
-        _check_name(node, names, graph)
+        _check_name(node, names, graph, where)
         if node.graph is not graph:
             raise VerifyError(f"{where} belongs to another graph")
         if not node.is_const and node.op not in OPS:
@@ -54,9 +54,11 @@ def _check_users(graph: Graph) -> None:
             )
 
 
-def _check_name(node: Node, names: set[str], graph: Graph) -> None:
+def _check_name(node: Node, names: set[str], graph: Graph, where: str) -> None:
     if node.name in names:
-        raise VerifyError(f"%{node.name} is assigned more than once in graph {graph.name!r}")
+        raise VerifyError(
+            f"{where}: %{node.name} is assigned more than once in graph {graph.name!r}"
+        )
     names.add(node.name)
 
 
