@@ -1,20 +1,35 @@
-"""Matrix products for the llvm backend: C (+)= A @ B on strided views, with optional epilogue.
+"""Matrix products for the llvm backend: register-blocked micro-kernels on explicit vector types.
 
-The product runs in i-k-j order, `C[i, :] += A[i, k] * B[k, :]`, whose inner loop is a vectorizable
-axpy over a contiguous row of B and C. Each C[i, j] still sums over k in order, so results match
-a plain dot product's rounding behaviour. B is copied into a contiguous workspace first when its
-rows are not contiguous (a weight used as W.T).
+`accumulate(k, a, b, c)` computes C += A @ B for 2-D views. Two kernels, chosen by B's layout:
+
+- dot form, when B is a weight used as W.T (B[k, j] = W[j, k], contiguous along k, the PyTorch
+  layout of every `x @ W.T`): a tile of MR rows x NJ columns keeps MR*NJ vector accumulators in
+  registers while k advances one vector at a time, then sums each accumulator's lanes. No packed
+  copy of W is ever made, so live parameters cost nothing extra per call.
+- axpy form, when B's rows are contiguous: a tile of MR rows x NV vectors of C stays in registers
+  while `C[i, :] += A[i, k] * B[k, :]` runs over k.
+
+Vector width comes from the host's features (AVX-512, AVX2, or a generic 4 lanes). Each C
+element still sums its products in a fixed order (by lane, then across lanes), the same on every
+call. Leftover rows, columns and k steps use smaller tiles or scalar code.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 
-from .kernel import I64, KernelBuilder, View
+from .kernel import I64, KernelBuilder, View, intrinsic, llvm_type, type_suffix
+from .runtime import host_features
+
+MAX_ACCUMULATORS = 16  # vector registers kept for the C tile (32 on AVX-512, 16 on AVX2)
 
 
-def is_float_type(ty: ir.Type) -> bool:
-    return isinstance(ty, (ir.FloatType, ir.DoubleType))
+def vector_width(dtype) -> int:
+    """Lanes per vector register for `dtype` on this host."""
+    features = host_features()
+    bits = 512 if "avx512f" in features else 256 if "avx2" in features else 128
+    return bits // (8 * np.dtype(dtype).itemsize)
 
 
 def copy(k: KernelBuilder, src: View, dst: View) -> None:
@@ -26,10 +41,215 @@ def fill(k: KernelBuilder, dst: View, value) -> None:
     k.loop_nest(dst.shape, lambda idx: k.store(value, dst, idx), "fill")
 
 
-def matmul_accumulate(k: KernelBuilder, a: View, b: View, c: View) -> None:
-    """c[m, n] += sum_k a[m, k] * b[k, n] for 2-D views; b's rows must be contiguous."""
-    m, kk = a.shape
-    _, n = c.shape
+def accumulate(k: KernelBuilder, a: View, b: View, c: View) -> None:
+    """c[m, n] += sum_k a[m, k] * b[k, n] for 2-D float views of one dtype."""
+    if b.strides[0] == 1 and a.strides[1] == 1:
+        _dot_kernel(k, a, b, c)
+    elif b.strides[1] == 1:
+        _axpy_kernel(k, a, b, c)
+    else:
+        _scalar_kernel(k, a, b, c)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _vec_type(dtype, lanes: int) -> ir.VectorType:
+    return ir.VectorType(llvm_type(dtype), lanes)
+
+
+def _vload(k: KernelBuilder, view: View, indices, lanes: int) -> ir.Value:
+    """`lanes` consecutive elements starting at view[indices] (the last dim has stride 1)."""
+    ptr = k.address(view, indices)
+    return k.builder.load(ptr, typ=_vec_type(view.dtype, lanes), align=view.dtype.itemsize)
+
+
+def _vload_head(k: KernelBuilder, view: View, indices, lanes: int, count: int) -> ir.Value:
+    """Like `_vload`, but only the first `count` lanes are read; the others are zero."""
+    vec = _vec_type(view.dtype, lanes)
+    fn_type = ir.FunctionType(
+        vec, [ir.PointerType(), ir.IntType(32), ir.VectorType(ir.IntType(1), lanes), vec]
+    )
+    name = f"llvm.masked.load.{type_suffix(vec)}.p0"
+    try:
+        fn = k.module.get_global(name)
+    except KeyError:
+        fn = ir.Function(k.module, fn_type, name=name)
+    mask = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * count + [0] * (lanes - count))
+    align = ir.Constant(ir.IntType(32), view.dtype.itemsize)
+    zero = ir.Constant(vec, [0.0] * lanes)
+    return k.builder.call(fn, [k.address(view, indices), align, mask, zero])
+
+
+def _vstore(k: KernelBuilder, value: ir.Value, view: View, indices) -> None:
+    k.builder.store(value, k.address(view, indices), align=view.dtype.itemsize)
+
+
+def _splat(k: KernelBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
+    b = k.builder
+    vec = b.insert_element(
+        ir.Constant(ir.VectorType(scalar.type, lanes), None), scalar, ir.Constant(ir.IntType(32), 0)
+    )
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    return b.shuffle_vector(vec, ir.Constant(vec.type, None), mask)
+
+
+def _fma(k: KernelBuilder, x: ir.Value, y: ir.Value, acc: ir.Value) -> ir.Value:
+    fn = intrinsic(k.module, "llvm.fma", acc.type, 3)
+    return k.builder.call(fn, [x, y, acc])
+
+
+def _hsum(k: KernelBuilder, vec: ir.Value) -> ir.Value:
+    """Sum of a vector's lanes by halving (a fixed, balanced order)."""
+    b = k.builder
+    lanes = vec.type.count
+    while lanes > 1:
+        half = lanes // 2
+        lo = b.shuffle_vector(
+            vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half)))
+        )
+        hi = b.shuffle_vector(
+            vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half, lanes)))
+        )
+        vec = b.fadd(lo, hi)
+        lanes = half
+    return b.extract_element(vec, ir.Constant(ir.IntType(32), 0))
+
+
+def _tiles(total: int, size: int):
+    """(start, length) blocks of `size`, then the remainder."""
+    full = total // size
+    blocks = [(None, size, full)] if full else []
+    if total % size:
+        blocks.append((full * size, total % size, 1))
+    return blocks
+
+
+def _blocked(k: KernelBuilder, total: int, size: int, body, name: str) -> None:
+    """body(start, length) over blocks of `size` (a runtime loop) and a static remainder."""
+    for start, length, count in _tiles(total, size):
+        if start is None:
+            k.loop(
+                count, lambda i, n=length: body(k.builder.mul(i, ir.Constant(I64, size)), n), name
+            )
+        else:
+            body(ir.Constant(I64, start), length)
+
+
+def _add(k: KernelBuilder, x: ir.Value, i) -> ir.Value:
+    return k.builder.add(x, ir.Constant(I64, i)) if i else x
+
+
+# ---- dot form: C[i, j] += dot(A[i, :], W[j, :]) ------------------------------------------------
+
+
+def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
+    m, depth = a.shape
+    n = c.shape[1]
+    lanes = vector_width(c.dtype)
+    nj = min(n, 8 if m < 4 else 4)
+    mr = max(1, min(m, MAX_ACCUMULATORS // nj, 4))
+    chunks, tail = divmod(depth, lanes)
+    zero = ir.Constant(_vec_type(c.dtype, lanes), [0.0] * lanes)
+    bld = k.builder
+
+    def tile(i0, rows, j0, cols):
+        def step(kc, accs):
+            kk = bld.mul(kc, ir.Constant(I64, lanes))
+            avs = [_vload(k, a, [_add(k, i0, r), kk], lanes) for r in range(rows)]
+            wvs = [_vload(k, b, [kk, _add(k, j0, j)], lanes) for j in range(cols)]
+            return [
+                _fma(k, avs[r], wvs[j], accs[r * cols + j])
+                for r in range(rows)
+                for j in range(cols)
+            ]
+
+        accs = k.loop_carry(chunks, [zero] * (rows * cols), step, "kc")
+        if tail:  # the k steps left over after whole vectors: one zero-padded vector step
+            kk = ir.Constant(I64, chunks * lanes)
+            avs = [_vload_head(k, a, [_add(k, i0, r), kk], lanes, tail) for r in range(rows)]
+            wvs = [_vload_head(k, b, [kk, _add(k, j0, j)], lanes, tail) for j in range(cols)]
+            accs = [
+                _fma(k, avs[r], wvs[j], accs[r * cols + j])
+                for r in range(rows)
+                for j in range(cols)
+            ]
+        sums = [_hsum(k, acc) for acc in accs]
+        for r in range(rows):
+            for j in range(cols):
+                idx = [_add(k, i0, r), _add(k, j0, j)]
+                k.store(bld.fadd(k.load(c, idx), sums[r * cols + j]), c, idx)
+
+    _blocked(
+        k,
+        m,
+        mr,
+        lambda i0, rows: _blocked(k, n, nj, lambda j0, cols: tile(i0, rows, j0, cols), "nj"),
+        "mi",
+    )
+
+
+# ---- axpy form: C[i, :] += A[i, k] * B[k, :] ---------------------------------------------------
+
+
+def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
+    m, depth = a.shape
+    n = c.shape[1]
+    lanes = vector_width(c.dtype)
+    vectors = n // lanes
+    nv = min(vectors, 8 if m < 4 else 4)
+    mr = max(1, min(m, MAX_ACCUMULATORS // max(nv, 1), 6))
+    bld = k.builder
+
+    def tile(i0, rows, j0, nvec):
+        cols = [bld.add(j0, ir.Constant(I64, v * lanes)) for v in range(nvec)]
+        start = [
+            _vload(k, c, [_add(k, i0, r), cols[v]], lanes) for r in range(rows) for v in range(nvec)
+        ]
+
+        def step(p, accs):
+            bvs = [_vload(k, b, [p, cols[v]], lanes) for v in range(nvec)]
+            out = []
+            for r in range(rows):
+                a_s = _splat(k, k.load(a, [_add(k, i0, r), p]), lanes)
+                out += [_fma(k, a_s, bvs[v], accs[r * nvec + v]) for v in range(nvec)]
+            return out
+
+        accs = k.loop_carry(depth, start, step, "p")
+        for r in range(rows):
+            for v in range(nvec):
+                _vstore(k, accs[r * nvec + v], c, [_add(k, i0, r), cols[v]])
+
+    if nv:
+        block = nv * lanes
+        _blocked(
+            k,
+            m,
+            mr,
+            lambda i0, rows: _blocked(
+                k, vectors * lanes, block, lambda j0, cols: tile(i0, rows, j0, cols // lanes), "nv"
+            ),
+            "mi",
+        )
+    done = vectors * lanes
+    if done < n:  # columns left over after whole vectors
+        tail_b = View(b.ptr, b.offset, (depth, n - done), b.strides, b.dtype)
+        tail_b = View(
+            b.ptr, _add(k, b.offset, done * b.strides[1]), tail_b.shape, b.strides, b.dtype
+        )
+        tail_c = View(
+            c.ptr, _add(k, c.offset, done * c.strides[1]), (m, n - done), c.strides, c.dtype
+        )
+        _scalar_kernel(k, a, tail_b, tail_c)
+
+
+# ---- anything else -----------------------------------------------------------------------------
+
+
+def _scalar_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
+    """C[i, j] += sum_k A[i, k] * B[k, j], in i-k-j order (correct for any strides)."""
+    m, depth = a.shape
+    n = c.shape[1]
     bld = k.builder
 
     def row(i):
@@ -37,12 +257,11 @@ def matmul_accumulate(k: KernelBuilder, a: View, b: View, c: View) -> None:
             a_ik = k.load(a, [i, p])
 
             def axpy(j):
-                prod = bld.fmul(a_ik, k.load(b, [p, j]))
-                k.store(bld.fadd(k.load(c, [i, j]), prod), c, [i, j])
+                k.store(bld.fadd(k.load(c, [i, j]), bld.fmul(a_ik, k.load(b, [p, j]))), c, [i, j])
 
             k.loop(n, axpy, "j")
 
-        k.loop(kk, reduce_step, "p")
+        k.loop(depth, reduce_step, "p")
 
     k.loop(m, row, "m")
 

@@ -36,6 +36,26 @@ def llvm_type(dtype) -> ir.Type:
         raise CompileError(f"the llvm backend has no element type for dtype {dtype}") from None
 
 
+def type_suffix(ty: ir.Type) -> str:
+    """LLVM's overload suffix for an intrinsic on `ty`: f32, f64, v16f32, ..."""
+    if isinstance(ty, ir.VectorType):
+        return f"v{ty.count}{type_suffix(ty.element)}"
+    if isinstance(ty, ir.FloatType):
+        return "f32"
+    if isinstance(ty, ir.DoubleType):
+        return "f64"
+    return f"i{ty.width}"
+
+
+def intrinsic(module: ir.Module, name: str, ty: ir.Type, arity: int = 1) -> ir.Function:
+    """The overloaded intrinsic `name` (llvm.fma, llvm.exp, ...) on type `ty`, declared once."""
+    full = f"{name}.{type_suffix(ty)}"
+    try:
+        return module.get_global(full)
+    except KeyError:
+        return ir.Function(module, ir.FunctionType(ty, [ty] * arity), name=full)
+
+
 def contiguous_strides(shape) -> tuple[int, ...]:
     strides, step = [], 1
     for n in reversed(shape):
@@ -152,6 +172,38 @@ class KernelBuilder:
         i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
         b.branch(header)
         b.position_at_end(done)
+
+    def loop_carry(self, n: int, start: list, body, name: str = "k") -> list:
+        """values = start; for i in range(n): values = body(i, values); return values.
+
+        The values (vector accumulators, say) live in registers across iterations (phi nodes).
+        """
+        b = self.builder
+        if n == 0:
+            return list(start)
+        pre = b.block
+        header = self.function.append_basic_block(f"{name}.head")
+        inner = self.function.append_basic_block(f"{name}.body")
+        done = self.function.append_basic_block(f"{name}.done")
+        b.branch(header)
+        b.position_at_end(header)
+        i = b.phi(I64, name=name)
+        i.add_incoming(ir.Constant(I64, 0), pre)
+        phis = []
+        for v in start:
+            phi = b.phi(v.type)
+            phi.add_incoming(v, pre)
+            phis.append(phi)
+        b.cbranch(b.icmp_signed("<", i, ir.Constant(I64, n)), inner, done)
+        b.position_at_end(inner)
+        new = body(i, phis)
+        end = b.block
+        i.add_incoming(b.add(i, ir.Constant(I64, 1)), end)
+        for phi, v in zip(phis, new, strict=True):
+            phi.add_incoming(v, end)
+        b.branch(header)
+        b.position_at_end(done)
+        return phis
 
     def loop_nest(self, shape, body, name: str = "i") -> None:
         """for each index tuple over `shape`: body(indices)."""

@@ -154,27 +154,57 @@ class GraphLowering:
 
 
 class Runner:
-    """Calls a compiled graph: checks arrays, allocates outputs, passes pointers, reports errors."""
+    """Calls a compiled graph: checks arrays, allocates outputs, passes pointers, reports errors.
+
+    The call path is kept lean: pointers of arrays seen before (parameters, reused inputs) come
+    from a small identity cache, and all outputs of a call share one fresh allocation.
+    """
+
+    CACHE_LIMIT = 256
 
     def __init__(self, graph: Graph, native: NativeFunction, workspace_bytes: int, errors):
         self.native = native
         self.artifacts = native.artifacts
         self.errors = errors
         self.signature = Signature([i.name for i in graph.inputs], [i.type for i in graph.inputs])
-        self.out_specs = [(tuple(o.shape), np.dtype(o.dtype)) for o in graph.outputs]
+        self.out_layout, offset = [], 0
+        for o in graph.outputs:
+            dtype = np.dtype(o.dtype)
+            self.out_layout.append((tuple(o.shape), dtype, offset))
+            nbytes = max(int(np.prod(o.shape, dtype=np.int64)), 1) * dtype.itemsize
+            offset += -(-nbytes // ALIGN) * ALIGN
+        self.out_bytes = offset
         self.workspace = np.zeros(max(workspace_bytes, ALIGN) + ALIGN, np.uint8)
         self.status = np.zeros(1, np.int64)
-        n = len(graph.inputs) + len(graph.outputs) + 2
+        self.n_inputs = len(graph.inputs)
+        n = self.n_inputs + len(graph.outputs) + 2
         self.pointers = (ctypes.c_void_p * n)()
         self.pointers[n - 2] = _aligned(self.workspace)
         self.pointers[n - 1] = self.status.ctypes.data
+        self._known: dict[int, tuple[np.ndarray, int]] = {}
+
+    def _pointer(self, a: np.ndarray) -> int:
+        hit = self._known.get(id(a))
+        if hit is not None and hit[0] is a:
+            return hit[1]
+        if len(self._known) >= self.CACHE_LIMIT:
+            self._known.clear()
+        address = a.ctypes.data
+        self._known[id(a)] = (a, address)
+        return address
 
     def __call__(self, arrays):
         arrays = self.signature.check(arrays)
-        outputs = [np.empty(shape, dtype) for shape, dtype in self.out_specs]
         p = self.pointers
-        for k, a in enumerate(arrays + outputs):
-            p[k] = a.ctypes.data
+        for k, a in enumerate(arrays):
+            p[k] = self._pointer(a)
+        block = np.empty(self.out_bytes + ALIGN, np.uint8)
+        address = block.ctypes.data
+        shift = (-address) % ALIGN
+        outputs = []
+        for k, (shape, dtype, offset) in enumerate(self.out_layout, start=self.n_inputs):
+            p[k] = address + shift + offset
+            outputs.append(np.ndarray(shape, dtype, buffer=block, offset=shift + offset))
         self.status[0] = 0
         self.native.call(p)
         if self.status[0]:

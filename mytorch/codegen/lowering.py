@@ -18,7 +18,7 @@ from llvmlite import ir
 from ..errors import CompileError
 from ..ops.shape import IntArray, Slice, decode_index
 from . import gemm
-from .kernel import I8, I64, View, contiguous_strides, llvm_type
+from .kernel import I8, I64, View, contiguous_strides, intrinsic, llvm_type
 
 VIEWS: dict[str, Callable] = {}
 KERNELS: dict[str, Callable] = {}
@@ -117,13 +117,13 @@ def emit_math(b: ir.IRBuilder, module: ir.Module, op: str, x: ir.Value) -> ir.Va
         half = ir.Constant(x.type, 0.5)
         t = emit_math(b, module, "tanh", b.fmul(x, half))
         return b.fmul(half, b.fadd(ir.Constant(x.type, 1.0), t))
-    fn = module.declare_intrinsic(f"llvm.{op}", [x.type])
-    return b.call(fn, [x])
+    return b.call(intrinsic(module, f"llvm.{op}", x.type), [x])
 
 
 def _intrinsic(ctx, name: str, value: ir.Value, *more: ir.Value) -> ir.Value:
-    fn = ctx.module.declare_intrinsic(name, [value.type])
-    return ctx.k.builder.call(fn, [value, *more])
+    return ctx.k.builder.call(
+        intrinsic(ctx.module, name, value.type, 1 + len(more)), [value, *more]
+    )
 
 
 def _bool(b: ir.IRBuilder, flag: ir.Value) -> ir.Value:
@@ -520,12 +520,26 @@ def _matmul(ctx, node, out: View, a: View, bmat: View):
     out2 = View(out.ptr, out.offset, batch + (m, n), contiguous_strides(batch + (m, n)), out.dtype)
     a3 = a2.broadcast_to(batch + a2.shape[-2:])
     b3 = b2.broadcast_to(batch + b2.shape[-2:])
-    if b3.strides[-1] not in (0, 1) and b3.shape[-1] != 1:
-        b3 = ctx.contiguous(b3)  # e.g. a weight used as W.T: packed once per call
     gemm.fill(ctx.k, out, ctx.k.constant(0, out.dtype))
+    rows = _merge_rows(a3)
+    if len(b2.shape) == 2 and rows is not None:  # (T, B, K) @ (K, N): one (T*B, K) product
+        flat_out = View(out.ptr, out.offset, (rows.shape[0], n), (n, 1), out.dtype)
+        gemm.accumulate(ctx.k, rows, b2, flat_out)
+        return
     gemm.batched(
-        ctx.k, batch, [a3, b3, out2], lambda av, bv, cv: gemm.matmul_accumulate(ctx.k, av, bv, cv)
+        ctx.k, batch, [a3, b3, out2], lambda av, bv, cv: gemm.accumulate(ctx.k, av, bv, cv)
     )
+
+
+def _merge_rows(v: View) -> View | None:
+    """A view of shape (..., M, K) as (prod(...) * M, K), when its strides allow it."""
+    if len(v.shape) == 2:
+        return v
+    for d in range(len(v.shape) - 2):
+        if v.strides[d] != v.strides[d + 1] * v.shape[d + 1]:
+            return None
+    rows = int(np.prod(v.shape[:-1], dtype=np.int64))
+    return View(v.ptr, v.offset, (rows, v.shape[-1]), v.strides[-2:], v.dtype)
 
 
 def _promote(ctx, v: View, dtype) -> View:
@@ -552,7 +566,7 @@ def _rnn_cell(ctx, node, out: View, x, h, w_ih, w_hh, bias):
     """out = act(x @ w_ih.T + h @ w_hh.T + b): both products accumulate into out."""
     gemm.copy(ctx.k, bias.broadcast_to(out.shape), out)
     for left, w in ((x, w_ih), (h, w_hh)):
-        gemm.matmul_accumulate(ctx.k, left, ctx.contiguous(w.transpose((1, 0))), out)
+        gemm.accumulate(ctx.k, ctx.contiguous(left), w.transpose((1, 0)), out)
     _activation(ctx, out, node.params["nonlinearity"])
 
 
@@ -560,7 +574,7 @@ def _rnn_cell(ctx, node, out: View, x, h, w_ih, w_hh, bias):
 def _rnn_step(ctx, node, out: View, xw, h, w_hh):
     """out = act(xw + h @ w_hh.T)."""
     gemm.copy(ctx.k, xw, out)
-    gemm.matmul_accumulate(ctx.k, h, ctx.contiguous(w_hh.transpose((1, 0))), out)
+    gemm.accumulate(ctx.k, ctx.contiguous(h), w_hh.transpose((1, 0)), out)
     _activation(ctx, out, node.params["nonlinearity"])
 
 
@@ -569,10 +583,6 @@ def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
     """hs[t] = body(xs[t], h_{t-1}, *invariants): the body's code runs inside a native loop."""
     k, b = ctx.k, ctx.k.builder
     h0 = ctx.contiguous(h0)
-    # Pack transposed 2-D weights before the loop: the body finds them packed (no per-step copy).
-    for v in invariants:
-        if len(v.shape) == 2 and v.dtype.kind == "f":
-            ctx.contiguous(v.transpose((1, 0)))
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
     ty = llvm_type(h0.dtype)
 
@@ -583,7 +593,10 @@ def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
         previous = b.gep(prev.ptr, [prev.offset], source_etype=ty)
         h = View(b.select(first, start, previous), zero, h0.shape, h0.strides, h0.dtype)
         with ctx.scope():
-            ctx.lower_subgraph(node.params["body"], [k.offset_view(xs, 0, t), h, *invariants],
-                               [k.offset_view(out, 0, t)])
+            ctx.lower_subgraph(
+                node.params["body"],
+                [k.offset_view(xs, 0, t), h, *invariants],
+                [k.offset_view(out, 0, t)],
+            )
 
     k.loop(xs.shape[0], step, "t")

@@ -51,11 +51,15 @@ def host_features() -> set[str]:
 
 @dataclass
 class Artifacts:
-    """What the build produced, kept for teaching and dumps."""
+    """What the build produced, kept for teaching and dumps (assembly made on first request)."""
 
     llvm_ir_raw: str
     llvm_ir: str
-    asm: str
+
+    @functools.cached_property
+    def asm(self) -> str:
+        module = llvm().parse_assembly(self.llvm_ir)
+        return target_machine().emit_assembly(module)
 
 
 class NativeFunction:
@@ -69,7 +73,9 @@ class NativeFunction:
         options = binding.create_pipeline_tuning_options(speed_level=3)
         options.loop_vectorization = True
         options.slp_vectorization = True
-        options.loop_unrolling = True
+        # NOTE: LLVM's unroller multiplies code size (and compile time) by ~8 on our many short
+        # loops; the kernels that need unrolling (the GEMM micro-kernel) unroll explicitly.
+        options.loop_unrolling = False
         builder = binding.create_pass_builder(tm, options)
         builder.getModulePassManager().run(module, builder)
         self.engine = binding.create_mcjit_compiler(module, tm)
@@ -79,7 +85,7 @@ class NativeFunction:
             raise AssertionError(f"JIT gave no address for {name}")
         self.address = address
         self.call = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
-        self.artifacts = Artifacts(llvm_ir, str(module), tm.emit_assembly(module))
+        self.artifacts = Artifacts(llvm_ir, str(module))
 
 
 class Signature:

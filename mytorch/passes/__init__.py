@@ -1,6 +1,7 @@
 """Graph passes (plugins): the standard ones and the RNN passes, in DESIGN.md's order."""
 
 from . import (  # noqa: F401  (each module registers its pass)
+    batch_steps,
     const_fold,
     cse,
     dce,

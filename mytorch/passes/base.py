@@ -59,6 +59,7 @@ PIPELINES: dict[str, list[str]] = {
         "fuse_rnn_cell",
         "hoist_input_projection",
         "reroll",
+        "batch_steps",
         "dce",
     ],
     "none": [],
