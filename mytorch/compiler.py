@@ -14,8 +14,6 @@ import os
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
-
 from . import pytree
 from .errors import CompileError
 from .ir.autodiff import attach_gradients
@@ -26,7 +24,7 @@ from .ir.verify import verify
 from .passes import PassManager, resolve_pipeline
 from .passes.report import Explanation
 from .plugins import get_backend
-from .tensor import Tensor, is_grad_enabled
+from .tensor import Tensor, is_grad_enabled, is_tracing
 
 
 def trace(model_or_fn, *example_inputs) -> Graph:
@@ -149,8 +147,15 @@ class CompiledFunction:
     # ---- calling ---------------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
-        leaves, spec = pytree.flatten((args, kwargs))
-        key = (spec, tuple(_leaf_key(x) for x in leaves), _training(self._fn), is_grad_enabled())
+        if is_tracing():  # called from a function being traced: trace straight through it
+            return self._fn(*args, **kwargs)
+        mode = (_training(self._fn), is_grad_enabled())
+        if not kwargs and all(isinstance(a, Tensor) for a in args):  # the common case, kept lean
+            leaves = args
+            key = (tuple([(a.data.shape, a.data.dtype) for a in args]), mode)
+        else:
+            leaves, spec = pytree.flatten((args, kwargs))
+            key = (spec, tuple(_leaf_key(x) for x in leaves), mode)
         entry = self._cache.get(key)
         if entry is None:
             entry = self._cache[key] = self._build(args, kwargs)
@@ -201,7 +206,7 @@ class CompiledFunction:
         inputs = [x for x in leaves if isinstance(x, Tensor)]
         arrays = [t.data for t in inputs] + [p.data for p in entry.trace.params]
         outs = entry.runner(arrays)
-        tensors = [Tensor._from_op(np.asarray(o), (), "compiled") for o in outs]
+        tensors = [Tensor._from_op(o, (), "compiled") for o in outs]
         sources = inputs + entry.trace.params
         if is_grad_enabled() and any(t.trainable for t in sources):
             attach_gradients(entry.graph, sources, arrays, tensors)

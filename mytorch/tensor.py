@@ -461,6 +461,11 @@ def tracing(tracer):
         _tracer = None
 
 
+def is_tracing() -> bool:
+    """True while a function is being traced for the compiler."""
+    return _tracer is not None
+
+
 def is_concrete(t) -> bool:
     """True for tensors holding numbers (False for the stand-ins used while tracing)."""
     return not t._abstract

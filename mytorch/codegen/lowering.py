@@ -17,7 +17,7 @@ from llvmlite import ir
 
 from ..errors import CompileError
 from ..ops.shape import IntArray, Slice, decode_index
-from . import gemm
+from . import gemm, mathfns
 from .kernel import I8, I64, View, contiguous_strides, intrinsic, llvm_type
 
 VIEWS: dict[str, Callable] = {}
@@ -111,12 +111,18 @@ def _is_float(ty) -> bool:
     return isinstance(ty, (ir.FloatType, ir.DoubleType))
 
 
+_APPROXIMATIONS = {
+    "exp": mathfns.exp,
+    "log": mathfns.log,
+    "tanh": mathfns.tanh,
+    "sigmoid": mathfns.sigmoid,
+}
+
+
 def emit_math(b: ir.IRBuilder, module: ir.Module, op: str, x: ir.Value) -> ir.Value:
-    """exp, log, tanh, sqrt or sigmoid of a float value, via LLVM intrinsics."""
-    if op == "sigmoid":  # the reference's formula: 0.5 * (1 + tanh(x / 2))
-        half = ir.Constant(x.type, 0.5)
-        t = emit_math(b, module, "tanh", b.fmul(x, half))
-        return b.fmul(half, b.fadd(ir.Constant(x.type, 1.0), t))
+    """exp, log, tanh, sigmoid (vectorizable approximations) or sqrt (an instruction) of x."""
+    if op in _APPROXIMATIONS:
+        return _APPROXIMATIONS[op](b, x)
     return b.call(intrinsic(module, f"llvm.{op}", x.type), [x])
 
 
