@@ -530,11 +530,18 @@ def _matmul(ctx, node, out: View, a: View, bmat: View):
     rows = _merge_rows(a3)
     if len(b2.shape) == 2 and rows is not None:  # (T, B, K) @ (K, N): one (T*B, K) product
         flat_out = View(out.ptr, out.offset, (rows.shape[0], n), (n, 1), out.dtype)
-        gemm.accumulate(ctx.k, rows, b2, flat_out)
+        _product(ctx, rows, b2, flat_out)
         return
-    gemm.batched(
-        ctx.k, batch, [a3, b3, out2], lambda av, bv, cv: gemm.accumulate(ctx.k, av, bv, cv)
-    )
+    gemm.batched(ctx.k, batch, [a3, b3, out2], lambda av, bv, cv: _product(ctx, av, bv, cv))
+
+
+def _product(ctx, a: View, b: View, c: View) -> None:
+    """c += a @ b; with enough rows, B is first packed row-major (once per scope)."""
+    if gemm.prefers_packing(a.shape[0], b):
+        b = ctx.contiguous(b)
+    elif b.strides[0] == 1:  # the dot form reads rows of A as vectors
+        a = ctx.contiguous(a)
+    gemm.accumulate(ctx.k, a, b, c)
 
 
 def _merge_rows(v: View) -> View | None:
@@ -572,7 +579,7 @@ def _rnn_cell(ctx, node, out: View, x, h, w_ih, w_hh, bias):
     """out = act(x @ w_ih.T + h @ w_hh.T + b): both products accumulate into out."""
     gemm.copy(ctx.k, bias.broadcast_to(out.shape), out)
     for left, w in ((x, w_ih), (h, w_hh)):
-        gemm.accumulate(ctx.k, ctx.contiguous(left), w.transpose((1, 0)), out)
+        _product(ctx, left, w.transpose((1, 0)), out)
     _activation(ctx, out, node.params["nonlinearity"])
 
 
@@ -580,7 +587,7 @@ def _rnn_cell(ctx, node, out: View, x, h, w_ih, w_hh, bias):
 def _rnn_step(ctx, node, out: View, xw, h, w_hh):
     """out = act(xw + h @ w_hh.T)."""
     gemm.copy(ctx.k, xw, out)
-    gemm.accumulate(ctx.k, ctx.contiguous(h), w_hh.transpose((1, 0)), out)
+    _product(ctx, h, w_hh.transpose((1, 0)), out)
     _activation(ctx, out, node.params["nonlinearity"])
 
 
@@ -589,6 +596,11 @@ def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
     """hs[t] = body(xs[t], h_{t-1}, *invariants): the body's code runs inside a native loop."""
     k, b = ctx.k, ctx.k.builder
     h0 = ctx.contiguous(h0)
+    # The body (an rnn_step) uses its 2-D invariants as W.T: pack them here, before the loop,
+    # where packing pays, so the body finds the copy instead of making one every step.
+    for w in invariants:
+        if len(w.shape) == 2 and gemm.prefers_packing(h0.shape[0], w.transpose((1, 0))):
+            ctx.contiguous(w.transpose((1, 0)))
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
     ty = llvm_type(h0.dtype)
 
