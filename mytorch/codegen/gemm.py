@@ -22,6 +22,7 @@ from llvmlite import ir
 from .kernel import I64, KernelBuilder, View, intrinsic, llvm_type, type_suffix
 from .runtime import host_features
 
+KC = 256  # k-steps per cache block: a 256 x 64 panel of B (64 KiB in float32) stays in L2
 PACKING_ROWS = 4  # from this many rows of A on, a packed copy of W.T beats reading W in place
 
 
@@ -203,6 +204,8 @@ def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
 
 
 def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
+    """Cache-blocked: for each block of KC k-steps and each panel of B columns (which then stays
+    in L2), every MR-row tile of C accumulates in registers."""
     m, depth = a.shape
     n = c.shape[1]
     lanes = vector_width(c.dtype)
@@ -211,13 +214,14 @@ def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
     mr = max(1, min(m, max_accumulators() // max(nv, 1), 6))
     bld = k.builder
 
-    def tile(i0, rows, j0, nvec):
+    def tile(i0, rows, j0, nvec, k0, steps):
         cols = [bld.add(j0, ir.Constant(I64, v * lanes)) for v in range(nvec)]
         start = [
             _vload(k, c, [_add(k, i0, r), cols[v]], lanes) for r in range(rows) for v in range(nvec)
         ]
 
         def step(p, accs):
+            p = bld.add(p, k0)
             bvs = [_vload(k, b, [p, cols[v]], lanes) for v in range(nvec)]
             out = []
             for r in range(rows):
@@ -225,27 +229,27 @@ def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
                 out += [_fma(k, a_s, bvs[v], accs[r * nvec + v]) for v in range(nvec)]
             return out
 
-        accs = k.loop_carry(depth, start, step, "p")
+        accs = k.loop_carry(steps, start, step, "p")
         for r in range(rows):
             for v in range(nvec):
                 _vstore(k, accs[r * nvec + v], c, [_add(k, i0, r), cols[v]])
 
     if nv:
         block = nv * lanes
-        _blocked(
-            k,
-            m,
-            mr,
-            lambda i0, rows: _blocked(
-                k, vectors * lanes, block, lambda j0, cols: tile(i0, rows, j0, cols // lanes), "nv"
-            ),
-            "mi",
-        )
+
+        def k_block(k0, steps):
+            def panel(j0, cols):
+                _blocked(
+                    k, m, mr, lambda i0, rows: tile(i0, rows, j0, cols // lanes, k0, steps), "mi"
+                )
+
+            _blocked(k, vectors * lanes, block, panel, "nv")
+
+        _blocked(k, depth, KC, k_block, "kb")
     done = vectors * lanes
     if done < n:  # columns left over after whole vectors
-        tail_b = View(b.ptr, b.offset, (depth, n - done), b.strides, b.dtype)
         tail_b = View(
-            b.ptr, _add(k, b.offset, done * b.strides[1]), tail_b.shape, b.strides, b.dtype
+            b.ptr, _add(k, b.offset, done * b.strides[1]), (depth, n - done), b.strides, b.dtype
         )
         tail_c = View(
             c.ptr, _add(k, c.offset, done * c.strides[1]), (m, n - done), c.strides, c.dtype

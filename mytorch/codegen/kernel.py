@@ -228,14 +228,15 @@ class KernelBuilder:
     def global_array(self, array: np.ndarray, name: str) -> View:
         """A read-only global holding `array` (C order), as a contiguous view."""
         array = np.ascontiguousarray(array)
-        ty = llvm_type(array.dtype)
-        flat = [self.constant(v, array.dtype) for v in array.ravel().tolist()]
-        arr_ty = ir.ArrayType(ty, max(len(flat), 1))
+        llvm_type(array.dtype)  # a clear error for an unsupported dtype
+        data = bytearray(array.tobytes()) or bytearray(array.dtype.itemsize)
+        arr_ty = ir.ArrayType(I8, len(data))  # raw bytes: fast to build, read through typed GEPs
         g = ir.GlobalVariable(self.module, arr_ty, name=f"{name}.{self._const_count}")
         self._const_count += 1
         g.global_constant = True
         g.linkage = "internal"
-        g.initializer = ir.Constant(arr_ty, flat or [self.constant(0, array.dtype)])
+        g.align = 64
+        g.initializer = ir.Constant(arr_ty, data)
         return View(
             g, ir.Constant(I64, 0), array.shape, contiguous_strides(array.shape), array.dtype
         )

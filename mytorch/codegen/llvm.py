@@ -136,11 +136,22 @@ class GraphLowering:
             if direct.get(node) is not dest:
                 gemm.copy(self.k, env[node], dest)
 
+    def _constant(self, value: np.ndarray) -> View:
+        """A constant as a global; a uniform one (zeros, say) as one element seen everywhere."""
+        flat = value.ravel()
+        if flat.size > 1 and np.all(flat == flat[0]):
+            one = self.k.global_array(flat[:1], "const")
+            return View(one.ptr, one.offset, value.shape, (0,) * value.ndim, value.dtype)
+        return self.k.global_array(value, "const")
+
     def _lower_node(self, node: Node, args: list[View], dest: View | None) -> View:
         if node.is_const:
-            return self.k.global_array(node.value, "const")
-        if node.op in VIEWS and dest is None:
+            return self._constant(node.value)
+        if node.op in VIEWS:
             view = VIEWS[node.op](self, node, *args)
+            if view is not None and dest is not None:
+                gemm.copy(self.k, view, dest)
+                return dest
             if view is not None:
                 return view
         if node.op not in KERNELS:
