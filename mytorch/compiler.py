@@ -121,6 +121,7 @@ class CompiledFunction:
         self._fn, self._name, self._param_names = _target(fn)
         self._backend_name = backend
         self._passes = passes
+        resolve_pipeline(passes)  # unknown pass names fail here, not at the first call
         self._fullgraph = fullgraph
         self._dump = dump or os.environ.get("MYTORCH_DUMP") or None
         self._cache: dict = {}

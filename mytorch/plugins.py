@@ -27,6 +27,13 @@ def load_entry_points(force: bool = False) -> None:
     for group, (registry, add) in GROUPS.items():
         for ep in entry_points(group=group):
             if ep.name in registry:
+                dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+                warnings.warn(
+                    f"mytorch: plugin {ep.name!r} from {dist} (group {group}) is not loaded: "
+                    f"the name is already registered",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
             try:
                 add(ep.name, ep.load())

@@ -23,7 +23,6 @@ from .kernel import I64, KernelBuilder, View, intrinsic, llvm_type, type_suffix
 from .runtime import host_features
 
 KC = 256  # k-steps per cache block: a 256 x 64 panel of B (64 KiB in float32) stays in L2
-PACKING_ROWS = 4  # from this many rows of A on, a packed copy of W.T beats reading W in place
 
 
 def max_accumulators() -> int:
@@ -31,9 +30,15 @@ def max_accumulators() -> int:
     return 24 if "avx512f" in host_features() else 12
 
 
-def prefers_packing(rows: int, b: View) -> bool:
-    """True when C += A @ B with this many rows should first copy B into row-major form."""
-    return rows >= PACKING_ROWS and b.strides[1] != 1 and b.shape[1] > 1
+def prefers_packing(rows: int, b: View, reuse: int = 1) -> bool:
+    """True when C += A @ B should first copy B into row-major form (the axpy kernel).
+
+    Reading W in place costs a lane sum (~12 instructions) per C element; packing costs ~3 per
+    element of B, paid once for `reuse` products (the steps of a loop).
+    """
+    if b.strides[1] == 1 or b.shape[1] == 1:
+        return False
+    return 12 * rows * reuse >= 3 * b.shape[0]
 
 
 def vector_width(dtype) -> int:
@@ -110,23 +115,6 @@ def _fma(k: KernelBuilder, x: ir.Value, y: ir.Value, acc: ir.Value) -> ir.Value:
     return k.builder.call(fn, [x, y, acc])
 
 
-def _hsum(k: KernelBuilder, vec: ir.Value) -> ir.Value:
-    """Sum of a vector's lanes by halving (a fixed, balanced order)."""
-    b = k.builder
-    lanes = vec.type.count
-    while lanes > 1:
-        half = lanes // 2
-        lo = b.shuffle_vector(
-            vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half)))
-        )
-        hi = b.shuffle_vector(
-            vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half, lanes)))
-        )
-        vec = b.fadd(lo, hi)
-        lanes = half
-    return b.extract_element(vec, ir.Constant(ir.IntType(32), 0))
-
-
 def _tiles(total: int, size: int):
     """(start, length) blocks of `size`, then the remainder."""
     full = total // size
@@ -155,49 +143,82 @@ def _add(k: KernelBuilder, x: ir.Value, i) -> ir.Value:
 
 
 def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
+    """One row of A against NJ columns at a time: NJ vector accumulators over k, then one
+    transposing reduction turns them into a vector of NJ sums, added to C with vector ops."""
     m, depth = a.shape
     n = c.shape[1]
     lanes = vector_width(c.dtype)
-    nj = min(n, 8 if m < 4 else 4)
-    mr = max(1, min(m, max_accumulators() // nj, 4))
+    nj = min(lanes, max_accumulators() // 2 * 2, _pow2_at_least(n))
     chunks, tail = divmod(depth, lanes)
     zero = ir.Constant(_vec_type(c.dtype, lanes), [0.0] * lanes)
-    bld = k.builder
 
-    def tile(i0, rows, j0, cols):
+    def tile(i, j0, cols):
         def step(kc, accs):
-            kk = bld.mul(kc, ir.Constant(I64, lanes))
-            avs = [_vload(k, a, [_add(k, i0, r), kk], lanes) for r in range(rows)]
-            wvs = [_vload(k, b, [kk, _add(k, j0, j)], lanes) for j in range(cols)]
+            kk = k.builder.mul(kc, ir.Constant(I64, lanes))
+            row = _vload(k, a, [i, kk], lanes)
             return [
-                _fma(k, avs[r], wvs[j], accs[r * cols + j])
-                for r in range(rows)
+                _fma(k, row, _vload(k, b, [kk, _add(k, j0, j)], lanes), accs[j])
                 for j in range(cols)
             ]
 
-        accs = k.loop_carry(chunks, [zero] * (rows * cols), step, "kc")
+        accs = k.loop_carry(chunks, [zero] * cols, step, "kc")
         if tail:  # the k steps left over after whole vectors: one zero-padded vector step
             kk = ir.Constant(I64, chunks * lanes)
-            avs = [_vload_head(k, a, [_add(k, i0, r), kk], lanes, tail) for r in range(rows)]
-            wvs = [_vload_head(k, b, [kk, _add(k, j0, j)], lanes, tail) for j in range(cols)]
+            row = _vload_head(k, a, [i, kk], lanes, tail)
             accs = [
-                _fma(k, avs[r], wvs[j], accs[r * cols + j])
-                for r in range(rows)
+                _fma(k, row, _vload_head(k, b, [kk, _add(k, j0, j)], lanes, tail), accs[j])
                 for j in range(cols)
             ]
-        sums = [_hsum(k, acc) for acc in accs]
-        for r in range(rows):
+        sums = _reduce_lanes(k, accs + [zero] * (_pow2_at_least(cols) - cols))
+        if cols == sums.type.count:
+            _vstore(k, k.builder.fadd(_vload(k, c, [i, j0], cols), sums), c, [i, j0])
+        else:
             for j in range(cols):
-                idx = [_add(k, i0, r), _add(k, j0, j)]
-                k.store(bld.fadd(k.load(c, idx), sums[r * cols + j]), c, idx)
+                total = k.builder.extract_element(sums, ir.Constant(ir.IntType(32), j))
+                idx = [i, _add(k, j0, j)]
+                k.store(k.builder.fadd(k.load(c, idx), total), c, idx)
 
-    _blocked(
-        k,
-        m,
-        mr,
-        lambda i0, rows: _blocked(k, n, nj, lambda j0, cols: tile(i0, rows, j0, cols), "nj"),
-        "mi",
-    )
+    k.loop(m, lambda i: _blocked(k, n, nj, lambda j0, cols: tile(i, j0, cols), "nj"), "mi")
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _reduce_lanes(k: KernelBuilder, accs: list) -> ir.Value:
+    """A vector whose lane j is the sum of accs[j]'s lanes (len(accs) a power of two <= lanes).
+
+    Pairs of vectors are halved together: each level adds the low and high halves of every
+    accumulator's partial sums, packing two vectors' accumulators into one.
+    """
+    b = k.builder
+    lanes = accs[0].type.count
+    group = lanes  # partial sums per accumulator inside each vector
+    i32 = ir.IntType(32)
+    while len(accs) > 1:
+        per_vector = lanes // group
+        half = group // 2
+        low = [g * group + p for g in range(per_vector) for p in range(half)]
+        low = low + [lanes + x for x in low]
+        mask_lo = ir.Constant(ir.VectorType(i32, lanes), low)
+        mask_hi = ir.Constant(ir.VectorType(i32, lanes), [x + half for x in low])
+        accs = [
+            b.fadd(b.shuffle_vector(x, y, mask_lo), b.shuffle_vector(x, y, mask_hi))
+            for x, y in zip(accs[0::2], accs[1::2], strict=True)
+        ]
+        group = half
+    vec = accs[0]
+    while group > 1:  # fewer accumulators than lanes: finish inside the one vector
+        count = vec.type.count // 2
+        half = group // 2
+        low = [g * group + p for g in range(vec.type.count // group) for p in range(half)]
+        lo = b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(i32, count), low))
+        hi = b.shuffle_vector(
+            vec, vec, ir.Constant(ir.VectorType(i32, count), [x + half for x in low])
+        )
+        vec = b.fadd(lo, hi)
+        group = half
+    return vec
 
 
 # ---- axpy form: C[i, :] += A[i, k] * B[k, :] ---------------------------------------------------

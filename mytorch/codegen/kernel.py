@@ -227,7 +227,7 @@ class KernelBuilder:
 
     def global_array(self, array: np.ndarray, name: str) -> View:
         """A read-only global holding `array` (C order), as a contiguous view."""
-        array = np.ascontiguousarray(array)
+        array = np.array(array, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         llvm_type(array.dtype)  # a clear error for an unsupported dtype
         data = bytearray(array.tobytes()) or bytearray(array.dtype.itemsize)
         arr_ty = ir.ArrayType(I8, len(data))  # raw bytes: fast to build, read through typed GEPs

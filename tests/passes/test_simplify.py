@@ -1,0 +1,218 @@
+"""`simplify`: algebraic identities, each on a tiny graph written as text."""
+
+from __future__ import annotations
+
+from .helpers import check_pass
+
+
+def test_transpose_of_the_same_transpose_is_removed():
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3,4]) {
+          %transpose0 = transpose(%x) {d0=0, d1=1} : f32[3,2,4]
+          %transpose1 = transpose(%transpose0) {d0=0, d1=1} : f32[2,3,4]
+          %transpose2 = transpose(%transpose0) {d0=1, d1=2} : f32[3,4,2]
+          %tanh0 = tanh(%transpose1) : f32[2,3,4]
+          return (%tanh0, %transpose2)
+        }
+        """,
+        # transpose2 swaps other dims: it stays, and so does the transpose it reads.
+        """
+        graph(%x: f32[2,3,4]) {
+          %transpose0 = transpose(%x) {d0=0, d1=1} : f32[3,2,4]
+          %transpose2 = transpose(%transpose0) {d0=1, d1=2} : f32[3,4,2]
+          %tanh0 = tanh(%x) : f32[2,3,4]
+          return (%tanh0, %transpose2)
+        }
+        """,
+    )
+
+
+def test_identity_operands_are_removed_and_their_constants_pruned():
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3]) {
+          %c0 = const() {fill=0.0} : f32[]
+          %c1 = const() {fill=1.0} : f32[]
+          %mul0 = mul(%x, %c1) : f32[2,3]
+          %mul1 = mul(%c1, %mul0) : f32[2,3]
+          %div0 = div(%mul1, %c1) : f32[2,3]
+          %add0 = add(%div0, %c0) : f32[2,3]
+          %add1 = add(%c0, %add0) : f32[2,3]
+          %sub0 = sub(%add1, %c0) : f32[2,3]
+          %tanh0 = tanh(%sub0) : f32[2,3]
+          return (%tanh0)
+        }
+        """,
+        """
+        graph(%x: f32[2,3]) {
+          %tanh0 = tanh(%x) : f32[2,3]
+          return (%tanh0)
+        }
+        """,
+    )
+
+
+def test_identities_that_would_change_a_value_shape_or_dtype_are_kept():
+    # 0 - x and 1 / x are not x; y + zeros(2, 3) broadcasts y; x * 1.0 (f64) promotes to f64;
+    # a constant with one 1 among other values is not the identity.
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3], %y: f32[3]) {
+          %c0 = const() {fill=0.0} : f32[2,3]
+          %c1 = const() {fill=1.0} : f32[]
+          %c2 = const() {fill=1.0} : f64[]
+          %c3 = const() {value=[1.0, 0.0, 1.0]} : f32[3]
+          %add0 = add(%y, %c0) : f32[2,3]
+          %sub0 = sub(%c0, %x) : f32[2,3]
+          %div0 = div(%c1, %x) : f32[2,3]
+          %mul0 = mul(%x, %c2) : f64[2,3]
+          %mul1 = mul(%x, %c3) : f32[2,3]
+          return (%add0, %sub0, %div0, %mul0, %mul1)
+        }
+        """,
+    )
+
+
+def test_permutes_compose_and_the_identity_permute_is_removed():
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3,4]) {
+          %permute0 = permute(%x) {dims=(2, 0, 1)} : f32[4,2,3]
+          %permute1 = permute(%permute0) {dims=(0, 2, 1)} : f32[4,3,2]
+          %permute2 = permute(%x) {dims=(0, 1, 2)} : f32[2,3,4]
+          %tanh0 = tanh(%permute2) : f32[2,3,4]
+          return (%tanh0, %permute1)
+        }
+        """,
+        """
+        graph(%x: f32[2,3,4]) {
+          %tanh0 = tanh(%x) : f32[2,3,4]
+          %permute3 = permute(%x) {dims=(2, 1, 0)} : f32[4,3,2]
+          return (%tanh0, %permute3)
+        }
+        """,
+    )
+
+
+def test_permutes_that_compose_to_the_identity_are_removed_in_one_run():
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3,4]) {
+          %permute0 = permute(%x) {dims=(1, 2, 0)} : f32[3,4,2]
+          %permute1 = permute(%permute0) {dims=(2, 0, 1)} : f32[2,3,4]
+          return (%permute1)
+        }
+        """,
+        """
+        graph(%x: f32[2,3,4]) {
+          return (%x)
+        }
+        """,
+    )
+
+
+def test_reshapes_that_compose_to_the_identity_are_removed_in_one_run():
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3]) {
+          %reshape0 = reshape(%x) {shape=(3, 2)} : f32[3,2]
+          %reshape1 = reshape(%reshape0) {shape=(2, 3)} : f32[2,3]
+          return (%reshape1)
+        }
+        """,
+        """
+        graph(%x: f32[2,3]) {
+          return (%x)
+        }
+        """,
+    )
+
+
+def test_shape_ops_to_the_same_shape_are_removed_and_reshapes_compose():
+    # reshape1 has another user (tanh0), so reshape(reshape(x)) becomes a new reshape of x.
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3]) {
+          %reshape0 = reshape(%x) {shape=(2, 3)} : f32[2,3]
+          %broadcast_to0 = broadcast_to(%reshape0) {shape=(2, 3)} : f32[2,3]
+          %sum_to0 = sum_to(%broadcast_to0) {shape=(2, 3)} : f32[2,3]
+          %reshape1 = reshape(%x) {shape=(3, 2)} : f32[3,2]
+          %reshape2 = reshape(%reshape1) {shape=(6,)} : f32[6]
+          %tanh0 = tanh(%reshape1) : f32[3,2]
+          %broadcast_to1 = broadcast_to(%sum_to0) {shape=(4, 2, 3)} : f32[4,2,3]
+          return (%broadcast_to1, %reshape2, %tanh0)
+        }
+        """,
+        """
+        graph(%x: f32[2,3]) {
+          %reshape1 = reshape(%x) {shape=(3, 2)} : f32[3,2]
+          %tanh0 = tanh(%reshape1) : f32[3,2]
+          %broadcast_to1 = broadcast_to(%x) {shape=(4, 2, 3)} : f32[4,2,3]
+          %reshape0 = reshape(%x) {shape=(6,)} : f32[6]
+          return (%broadcast_to1, %reshape0, %tanh0)
+        }
+        """,
+    )
+
+
+def test_stack_of_every_step_in_order_is_the_sequence_itself():
+    check_pass(
+        "simplify",
+        """
+        graph(%xs: f32[3,2,4]) {
+          %getitem0 = getitem(%xs) {index=[0]} : f32[2,4]
+          %getitem1 = getitem(%xs) {index=[1]} : f32[2,4]
+          %getitem2 = getitem(%xs) {index=[2, :]} : f32[2,4]
+          %stack0 = stack(%getitem0, %getitem1, %getitem2) {dim=0} : f32[3,2,4]
+          %tanh0 = tanh(%stack0) : f32[3,2,4]
+          return (%tanh0)
+        }
+        """,
+        """
+        graph(%xs: f32[3,2,4]) {
+          %tanh0 = tanh(%xs) : f32[3,2,4]
+          return (%tanh0)
+        }
+        """,
+    )
+
+
+def test_stacks_that_are_not_the_whole_sequence_in_order_are_kept():
+    # Only two of three steps; steps out of order; stacked on dim 1.
+    check_pass(
+        "simplify",
+        """
+        graph(%xs: f32[3,2,4]) {
+          %getitem0 = getitem(%xs) {index=[0]} : f32[2,4]
+          %getitem1 = getitem(%xs) {index=[1]} : f32[2,4]
+          %getitem2 = getitem(%xs) {index=[2]} : f32[2,4]
+          %stack0 = stack(%getitem0, %getitem1) {dim=0} : f32[2,2,4]
+          %stack1 = stack(%getitem1, %getitem0, %getitem2) {dim=0} : f32[3,2,4]
+          %stack2 = stack(%getitem0, %getitem1, %getitem2) {dim=1} : f32[2,3,4]
+          return (%stack0, %stack1, %stack2)
+        }
+        """,
+    )
+
+
+def test_a_graph_without_identities_is_unchanged():
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3], %w: f32[3,3] param) {
+          %c0 = const() {fill=2.0} : f32[]
+          %matmul0 = matmul(%x, %w) : f32[2,3]
+          %mul0 = mul(%matmul0, %c0) : f32[2,3]
+          %transpose0 = transpose(%mul0) {d0=0, d1=1} : f32[3,2]
+          return (%transpose0)
+        }
+        """,
+    )
