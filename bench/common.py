@@ -1,0 +1,217 @@
+"""Shared helpers for the bench scripts: thread control, machine facts, timing, tables, JSON."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Set on some machines of this workplace for old OpenBLAS builds; they slow a current numpy.
+OPENBLAS_TUNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- environment -----------------------------------------------------------------------------
+
+
+def reexec_with_thread_env(threads: int, unset_openblas_tuning: bool = False) -> None:
+    """Re-run this process with the BLAS/OpenMP thread variables set, unless they already are.
+
+    BLAS libraries read these variables once, when numpy is imported, so setting them later in
+    the same process would do nothing: a fresh process is the reliable way. It runs the
+    process's own command line again (`sys.orig_argv`).
+    """
+    env = dict(os.environ)
+    env.update({var: str(threads) for var in THREAD_VARS})
+    if unset_openblas_tuning:
+        for var in OPENBLAS_TUNING_VARS:
+            env.pop(var, None)
+    if env == dict(os.environ):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def cpu_model() -> str:
+    """The processor's "model name" from /proc/cpuinfo (or platform's guess)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _openblas_runtime() -> dict:
+    """The kernel OpenBLAS picked at run time and its thread count, read from the loaded library."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower()})
+    except OSError:
+        return {}
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for prefix, suffix in (("scipy_", "64_"), ("", "64_"), ("", "")):
+            corename = getattr(lib, f"{prefix}openblas_get_corename{suffix}", None)
+            threads = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            if corename is not None and threads is not None:
+                corename.restype = ctypes.c_char_p
+                return {"blas_core": corename().decode(), "blas_threads": int(threads())}
+    return {}
+
+
+def blas_info() -> dict:
+    """numpy's BLAS: name and version (build time), kernel and threads (run time, OpenBLAS)."""
+    import numpy as np
+
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    info = {"blas": blas.get("name", "unknown"), "blas_version": blas.get("version", "unknown")}
+    info.update(_openblas_runtime())
+    return info
+
+
+def git_revision() -> str:
+    """The repository's HEAD commit, with "+dirty" when the tree has changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+def machine_facts() -> dict:
+    """What a reader needs to compare timings across runs."""
+    import numpy as np
+
+    facts = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "git": git_revision(),
+        # Other processes on the machine make timings noisy; the reader should know.
+        "load_average_1min": os.getloadavg()[0],
+    }
+    facts.update(blas_info())
+    for var in THREAD_VARS + OPENBLAS_TUNING_VARS:
+        facts[var] = os.environ.get(var)
+    return facts
+
+
+# ---- timing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """How long to spend timing one callable: a time budget and bounds on the repeat count."""
+
+    budget_s: float
+    min_repeats: int
+    max_repeats: int = 20_000
+    probe_s: float = 0.1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The median and spread of per-call times, in seconds."""
+
+    median_s: float
+    min_s: float
+    max_s: float
+    repeats: int
+
+
+def timed_call(fn) -> tuple[float, object]:
+    """Seconds one call of `fn()` takes, and its result."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def estimate_seconds_per_call(fn, probe_s: float) -> float:
+    """A rough per-call time: calls `fn` until `probe_s` has passed (at least once)."""
+    calls = 0
+    start = time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= probe_s:
+            return elapsed / calls
+
+
+def per_call_times(fn, repeats: int) -> list[float]:
+    """Each of `repeats` calls timed alone; the garbage collector is off so it cannot land
+    inside one call."""
+    times = []
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return times
+
+
+def measure(fn, plan: TimingPlan) -> Timing:
+    """Median per-call time of an already warmed-up `fn`, with the repeat count chosen so the
+    whole measurement takes about `plan.budget_s`."""
+    estimate = estimate_seconds_per_call(fn, min(plan.probe_s, plan.budget_s))
+    repeats = int(plan.budget_s / max(estimate, 1e-9))
+    repeats = max(plan.min_repeats, min(plan.max_repeats, repeats))
+    times = per_call_times(fn, repeats)
+    return Timing(statistics.median(times), min(times), max(times), repeats)
+
+
+# ---- output ----------------------------------------------------------------------------------
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration in the unit that keeps three significant digits readable."""
+    if seconds is None:
+        return ""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table with columns padded to line up in a terminal."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    separator = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), separator, *(line(r) for r in rows)])
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write `payload` as indented JSON, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -1,0 +1,151 @@
+"""bench/rnn.py in its smallest configuration: it runs, prints the table and writes valid JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+SCRIPT = BENCH / "rnn.py"
+# The smoke run skips PyTorch (importing it would take most of the time budget);
+# test_torch_rows_agree_with_eager covers those rows in-process.
+EXPECTED_ROWS = [
+    "mytorch eager",
+    "mytorch compiled (numpy)",
+    "mytorch compiled (llvm)",
+    "numpy, input projection hoisted",
+]
+# W1: I=57, H=128, O=18, B=1, T=12, counted independently of the script.
+W1_FLOPS = 2 * 1 * 12 * (57 * 128 + 128 * 128 + 128 * 18)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One `--smoke` run: its completed process and the JSON it wrote."""
+    json_path = tmp_path_factory.mktemp("bench") / "rnn.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--no-torch", "--json", str(json_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc, json.loads(json_path.read_text())
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The cells of the Markdown table's body rows."""
+    lines = [line for line in stdout.splitlines() if line.startswith("| W")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_prints_a_markdown_table_with_every_row(smoke):
+    proc, _ = smoke
+    assert "| workload | implementation" in proc.stdout
+    assert "|----------|" in proc.stdout
+    rows = table_rows(proc.stdout)
+    assert [r[1] for r in rows] == EXPECTED_ROWS
+    assert all(r[0] == "W1" for r in rows)
+    llvm = rows[EXPECTED_ROWS.index("mytorch compiled (llvm)")]
+    assert llvm[5] == "1.00x"
+    assert llvm[6], "the llvm row reports its first-call (compile) time"
+
+
+def test_prints_the_machine_and_context(smoke):
+    proc, _ = smoke
+    for text in ("CPU:", "threads: 1", "numpy ", "OPENBLAS_CORETYPE=", "OPENBLAS_L2_SIZE="):
+        assert text in proc.stdout
+    assert "torch skipped (--no-torch)" in proc.stdout
+    assert "W1 cold compile" in proc.stdout
+    assert "`a + b`" in proc.stdout
+
+
+def test_json_records_every_row_with_consistent_numbers(smoke):
+    _, data = smoke
+    assert data["threads"] == 1
+    assert data["workloads"]["W1"]["flops"] == W1_FLOPS
+    results = data["results"]
+    assert [r["implementation"] for r in results] == EXPECTED_ROWS
+    for r in results:
+        assert r["workload"] == "W1"
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["repeats"] >= 2
+        assert r["gflops"] == pytest.approx(W1_FLOPS / r["median_s"] / 1e9)
+        assert r["max_abs_error_vs_eager"] <= 1e-4
+    llvm = next(r for r in results if r["implementation"] == "mytorch compiled (llvm)")
+    assert llvm["time_vs_llvm"] == pytest.approx(1.0)
+    assert data["context"]["w1_cold_compile_s"] > 0
+    assert data["context"]["compiled_add_call_s"] > 0
+    assert data["context"]["sgemm_gflops"] is None  # --smoke skips the peak
+
+
+def test_thread_variables_reach_the_run(smoke):
+    _, data = smoke
+    machine = data["machine"]
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        assert machine[var] == "1"
+    if "blas_threads" in machine:
+        assert machine["blas_threads"] == 1
+
+
+def test_reexec_sets_threads_and_can_drop_openblas_tuning():
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]);"
+        "from common import reexec_with_thread_env;"
+        "reexec_with_thread_env(3, unset_openblas_tuning=True);"
+        "print(os.environ['OMP_NUM_THREADS'], os.environ.get('OPENBLAS_CORETYPE'))"
+    )
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell", OMP_NUM_THREADS="7")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["3", "None"]
+
+
+@pytest.fixture()
+def rnn_bench(monkeypatch):
+    """bench/rnn.py imported as a module (its `main` is not run)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.delitem(sys.modules, "common", raising=False)
+    spec = importlib.util.spec_from_file_location("bench_rnn", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_rnn", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("common", None)
+
+
+def test_disagreeing_results_are_reported(rnn_bench):
+    rng = np.random.default_rng(0)
+    want = (rng.standard_normal((3, 2, 4)).astype(np.float32), np.zeros((2, 5), np.float32))
+    assert rnn_bench.check_agreement("same", want, want) == 0.0
+    off = want[0].copy()
+    off[1, 0, 2] += 1e-3
+    with pytest.raises(
+        rnn_bench.Disagreement, match=r"W1 bad: outputs not within .* at \(1, 0, 2\)"
+    ):
+        rnn_bench.check_agreement("W1 bad", (off, want[1]), want)
+    with pytest.raises(rnn_bench.Disagreement, match=r"final h has shape \(5,\)"):
+        rnn_bench.check_agreement("W1 bad", (want[0], want[1][0]), want)
+
+
+def test_torch_rows_agree_with_eager(rnn_bench):
+    torch = pytest.importorskip("torch")
+    case = rnn_bench.make_case(rnn_bench.WORKLOADS["W1"])
+    torch_rows = [impl for impl in rnn_bench.IMPLEMENTATIONS if impl.needs_torch]
+    assert len(torch_rows) == 2
+    with rnn_bench.grad_disabled(torch):
+        reference = rnn_bench.build_eager(case, torch)()
+        for impl in torch_rows:
+            result = impl.build(case, torch)()
+            assert rnn_bench.check_agreement(impl.name, result, reference) <= 1e-4
