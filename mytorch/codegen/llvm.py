@@ -19,10 +19,9 @@ from llvmlite import ir
 
 from ..errors import CompileError
 from ..ir.graph import Graph, Node
-from ..ops import get_op
 from . import gemm
 from .kernel import I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
-from .lowering import KERNELS, VIEWS, emit_math
+from .lowering import KERNELS, UNSUPPORTED, VIEWS, emit_math
 from .runtime import NativeFunction, Signature
 
 ALIGN = 64  # bytes: every workspace buffer starts on a cache line
@@ -165,8 +164,8 @@ class GraphLowering:
         if node.op not in KERNELS:
             if node.op in VIEWS:  # a view that needs a copy: materialize its input first
                 return VIEWS[node.op](self, node, *[self.contiguous(a) for a in args])
-            pure = "" if get_op(node.op).pure else " (a random op: it must run eagerly)"
-            raise CompileError(f"the llvm backend cannot lower op {node.op!r}{pure}")
+            why = UNSUPPORTED.get(node.op, "no lowering is registered for it")
+            raise CompileError(f"the llvm backend cannot lower op {node.op!r}: {why}")
         out = dest or self.scratch(node.shape, node.dtype)
         KERNELS[node.op](self, node, out, *args)
         return out

@@ -22,6 +22,12 @@ from .kernel import I8, I64, View, contiguous_strides, intrinsic, llvm_type
 
 VIEWS: dict[str, Callable] = {}
 KERNELS: dict[str, Callable] = {}
+# Ops the backend deliberately does not lower: programs using them run eagerly (with a warning).
+UNSUPPORTED = {
+    "randn": "a random op: its draws must come from mytorch's generator, in order",
+    "rand": "a random op: its draws must come from mytorch's generator, in order",
+    "dropout_mask": "a random op: its draws must come from mytorch's generator, in order",
+}
 
 
 def view_lowering(op: str):
@@ -285,6 +291,21 @@ def _sum(ctx, node, out: View, x: View):
         count = int(np.prod([x.shape[d] for d in dims], dtype=np.int64))
         scale = k.constant(count, out.dtype)
         k.loop_nest(out.shape, lambda idx: k.store(b.fdiv(k.load(out, idx), scale), out, idx))
+
+
+@lowering("sum_to")
+def _sum_to(ctx, node, out: View, x: View):
+    """Sum a broadcast value back down to `shape` (the gradient of broadcasting)."""
+    k, b = ctx.k, ctx.k.builder
+    gemm.fill(k, out, k.constant(0, out.dtype))
+    lead = len(x.shape) - len(out.shape)
+    zero = ir.Constant(I64, 0)
+
+    def body(idx):
+        o = [zero if out.shape[d] == 1 else idx[lead + d] for d in range(len(out.shape))]
+        k.store(b.fadd(k.load(out, o), k.load(x, idx)), out, o)
+
+    k.loop_nest(x.shape, body, "r")
 
 
 @lowering("max", "min", "argmax", "argmin")
