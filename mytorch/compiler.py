@@ -211,12 +211,7 @@ class CompiledFunction:
         sources = inputs + entry.trace.params
         if is_grad_enabled() and any(t.trainable for t in sources):
             attach_gradients(entry.graph, sources, arrays, tensors)
-        static = iter(entry.trace.out_static)
-        produced = iter(tensors)
-        out_leaves = [
-            next(produced) if is_tensor else next(static) for is_tensor in entry.trace.out_is_tensor
-        ]
-        return pytree.unflatten(entry.trace.out_spec, out_leaves)
+        return entry.trace.assemble(tensors)
 
 
 class CompiledModule(CompiledFunction):

@@ -94,6 +94,17 @@ class TraceResult:
     out_is_tensor: list[bool] = field(default_factory=list)  # per output leaf
     out_static: list = field(default_factory=list)  # the non-tensor output leaves, in order
 
+    def assemble(self, tensors: list):
+        """The function's return value, rebuilt around freshly computed output tensors."""
+        spec = self.out_spec
+        if not self.out_static and spec.kind == "tuple" and all(
+            c.kind == "leaf" for c in spec.children
+        ):
+            return tuple(tensors)  # the common case, without the general walk
+        static, produced = iter(self.out_static), iter(tensors)
+        leaves = [next(produced) if t else next(static) for t in self.out_is_tensor]
+        return pytree.unflatten(spec, leaves)
+
 
 class Tracer:
     """Records ops into a graph (installed with `mytorch.tensor.tracing`)."""
