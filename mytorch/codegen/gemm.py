@@ -64,7 +64,7 @@ def accumulate(k: KernelBuilder, a: View, b: View, c: View) -> None:
     elif b.strides[1] == 1:
         _axpy_kernel(k, a, b, c)
     else:
-        _scalar_kernel(k, a, b, c)
+        scalar_kernel(k, a, b, c)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -275,24 +275,27 @@ def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
         tail_c = View(
             c.ptr, _add(k, c.offset, done * c.strides[1]), (m, n - done), c.strides, c.dtype
         )
-        _scalar_kernel(k, a, tail_b, tail_c)
+        scalar_kernel(k, a, tail_b, tail_c)
 
 
 # ---- anything else -----------------------------------------------------------------------------
 
 
-def _scalar_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
-    """C[i, j] += sum_k A[i, k] * B[k, j], in i-k-j order (correct for any strides)."""
+def scalar_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
+    """C[i, j] += sum_k A[i, k] * B[k, j], in i-k-j order (any strides, any numeric dtype)."""
     m, depth = a.shape
     n = c.shape[1]
     bld = k.builder
+    is_float = c.dtype.kind == "f"
+    add, mul = (bld.fadd, bld.fmul) if is_float else (bld.add, bld.mul)
 
     def row(i):
         def reduce_step(p):
             a_ik = k.load(a, [i, p])
 
             def axpy(j):
-                k.store(bld.fadd(k.load(c, [i, j]), bld.fmul(a_ik, k.load(b, [p, j]))), c, [i, j])
+                prod = mul(a_ik, k.load(b, [p, j]))
+                k.store(add(k.load(c, [i, j]), prod), c, [i, j])
 
             k.loop(n, axpy, "j")
 

@@ -165,7 +165,8 @@ class GraphLowering:
             if node.op in VIEWS:  # a view that needs a copy: materialize its input first
                 return VIEWS[node.op](self, node, *[self.contiguous(a) for a in args])
             why = UNSUPPORTED.get(node.op, "no lowering is registered for it")
-            raise CompileError(f"the llvm backend cannot lower op {node.op!r}: {why}")
+            where = f" (made at {node.loc[0]}:{node.loc[1]})" if node.loc else ""
+            raise CompileError(f"the llvm backend cannot lower op {node.op!r}{where}: {why}")
         out = dest or self.scratch(node.shape, node.dtype)
         KERNELS[node.op](self, node, out, *args)
         return out

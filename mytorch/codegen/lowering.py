@@ -15,7 +15,6 @@ from collections.abc import Callable
 import numpy as np
 from llvmlite import ir
 
-from ..errors import CompileError
 from ..ops.shape import IntArray, Slice, decode_index
 from . import gemm, mathfns
 from .kernel import I8, I64, View, contiguous_strides, intrinsic, llvm_type
@@ -182,13 +181,12 @@ def _scalar(ctx, op: str, dtype: np.dtype, args: list[ir.Value], params) -> ir.V
         return b.fsub(*args) if is_f else b.sub(*args)
     if op == "mul":
         return b.fmul(*args) if is_f else b.mul(*args)
-    if op == "div":
-        if not is_f:
-            raise CompileError("llvm backend: integer division is not supported")
+    if op == "div":  # true division: the shape rule makes integer operands compute in float
         return b.fdiv(*args)
     if op == "pow":
-        if not is_f:
-            raise CompileError("llvm backend: integer pow is not supported")
+        if not is_f:  # integer powers through double: exact while results stay below 2**53
+            as_f = [b.sitofp(v, ir.DoubleType()) for v in args]
+            return b.fptosi(_intrinsic(ctx, "llvm.pow", *as_f), args[0].type)
         return _intrinsic(ctx, "llvm.pow", *args)
     if op == "neg":
         return b.fneg(args[0]) if is_f else b.sub(zero, args[0])
@@ -418,7 +416,18 @@ def _cat(ctx, node, out: View, *xs: View):
             shape = out.shape[:dim] + (n,) + out.shape[dim + 1 :]
             dst = View(out.ptr, ctx.k.builder.add(out.offset, step), shape, out.strides, out.dtype)
             start += n
-        gemm.copy(ctx.k, x.broadcast_to(dst.shape) if x.shape != dst.shape else x, dst)
+        _convert_copy(ctx, x.broadcast_to(dst.shape) if x.shape != dst.shape else x, dst)
+
+
+def _convert_copy(ctx, src: View, dst: View) -> None:
+    """dst[...] = src[...], converting the dtype as numpy does (cat of float32 and float64)."""
+    if src.dtype == dst.dtype:
+        gemm.copy(ctx.k, src, dst)
+        return
+    k, b = ctx.k, ctx.k.builder
+    k.loop_nest(
+        dst.shape, lambda i: k.store(_convert(b, k.load(src, i), src.dtype, dst.dtype), dst, i)
+    )
 
 
 def _gather_table(shape, index) -> np.ndarray:
@@ -530,8 +539,6 @@ def _one_hot(ctx, node, out: View, indices: View):
 
 @lowering("matmul")
 def _matmul(ctx, node, out: View, a: View, bmat: View):
-    if out.dtype.kind != "f":
-        raise CompileError("llvm backend: integer matmul is not supported")
     a = _promote(ctx, a, out.dtype)
     bmat = _promote(ctx, bmat, out.dtype)
     # 1-D operands become a row (a) or a column (b) matrix.
@@ -558,6 +565,9 @@ def _matmul(ctx, node, out: View, a: View, bmat: View):
 
 def _product(ctx, a: View, b: View, c: View) -> None:
     """c += a @ b; with enough rows, B is first packed row-major (once per scope)."""
+    if c.dtype.kind != "f":  # integer products: exact, in plain loops
+        gemm.scalar_kernel(ctx.k, a, b, c)
+        return
     packed = ctx.existing_copy(b)  # e.g. a loop's weight, packed before its first step
     if packed is not None:
         b = packed
@@ -622,9 +632,12 @@ def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
     h0 = ctx.contiguous(h0)
     # The body (an rnn_step) uses its 2-D invariants as W.T: pack them here, before the loop,
     # where packing pays, so the body finds the copy instead of making one every step.
+    rows = h0.shape[0] if h0.shape else 1
     for w in invariants:
+        if len(w.shape) != 2:
+            continue
         w_t = w.transpose((1, 0))
-        if len(w.shape) == 2 and gemm.prefers_packing(h0.shape[0], w_t, reuse=xs.shape[0]):
+        if gemm.prefers_packing(rows, w_t, reuse=xs.shape[0]):
             ctx.contiguous(w_t)
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
     ty = llvm_type(h0.dtype)

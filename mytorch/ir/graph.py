@@ -33,7 +33,18 @@ def freeze_params(params: Mapping) -> Mapping:
 class Node:
     """One SSA value: an op applied to earlier nodes, or a graph input, parameter or constant."""
 
-    __slots__ = ("name", "op", "inputs", "params", "type", "users", "value", "graph", "__weakref__")
+    __slots__ = (
+        "name",
+        "op",
+        "inputs",
+        "params",
+        "type",
+        "users",
+        "value",
+        "graph",
+        "loc",
+        "__weakref__",
+    )
 
     def __init__(self, name, op, inputs=(), params=None, type=None, value=None):
         self.name: str = name
@@ -44,6 +55,7 @@ class Node:
         self.users: list[Node] = []
         self.value: np.ndarray | None = value  # constants only
         self.graph: Graph | None = None
+        self.loc: tuple[str, int] | None = None  # the user's source line that made it, if traced
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -9,9 +9,11 @@ tracing (from Python numbers) are constants.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import linecache
 import os
-import traceback
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +29,27 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def user_location() -> str:
     """The innermost source line outside mytorch on the current stack: 'file:line in fn: code'."""
-    for frame in reversed(traceback.extract_stack()):
-        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR + os.sep):
-            code = f": {frame.line.strip()}" if frame.line else ""
-            return f"{frame.filename}:{frame.lineno} in {frame.name}{code}"
-    return "<unknown location>"
+    frame = sys._getframe(1)
+    while frame is not None and _in_package(frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown location>"
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+    return f"{where}: {line}" if line else where
+
+
+def _user_frame() -> tuple[str, int] | None:
+    """(file, line) of the user's code that made the current op (cheap: no source reading)."""
+    frame = sys._getframe(2)
+    while frame is not None and _in_package(frame.f_code.co_filename):
+        frame = frame.f_back
+    return None if frame is None else (frame.f_code.co_filename, frame.f_lineno)
+
+
+@functools.lru_cache(maxsize=1024)
+def _in_package(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
 
 
 class TracerTensor(Tensor):
@@ -97,8 +115,10 @@ class TraceResult:
     def assemble(self, tensors: list):
         """The function's return value, rebuilt around freshly computed output tensors."""
         spec = self.out_spec
-        if not self.out_static and spec.kind == "tuple" and all(
-            c.kind == "leaf" for c in spec.children
+        if (
+            not self.out_static
+            and spec.kind == "tuple"
+            and all(c.kind == "leaf" for c in spec.children)
         ):
             return tuple(tensors)  # the common case, without the general walk
         static, produced = iter(self.out_static), iter(tensors)
@@ -140,6 +160,7 @@ class Tracer:
 
     def record(self, op, tensors, params) -> TracerTensor:
         node = self.graph.add_node(op.name, [self.lift(t) for t in tensors], params)
+        node.loc = _user_frame()
         return TracerTensor(node)
 
 

@@ -62,10 +62,19 @@ _binary(
     lambda g, out, a, b: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)),
     commutative=True,
 )
-_binary(
+
+
+def _div_type(a, b) -> TensorType:
+    """True division: integer operands give float64, as np.divide does."""
+    out = binary_type(a, b)
+    return out if is_float(out.dtype) else TensorType(out.shape, np.dtype(np.float64))
+
+
+def_op(
     "div",
-    np.divide,
-    lambda g, out, a, b: (unbroadcast(g / b, a.shape), unbroadcast(-g * out / b, b.shape)),
+    impl=np.divide,
+    shape=_div_type,
+    vjp=lambda g, out, a, b: (unbroadcast(g / b, a.shape), unbroadcast(-g * out / b, b.shape)),
 )
 
 
