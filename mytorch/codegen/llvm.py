@@ -42,6 +42,7 @@ class GraphLowering:
         self.workspace_bytes = 0
         self.errors: list[str] = []
         self._slots = itertools.count()
+        self._in_kernel = False
         self._packed: list[dict] = [{}]
         n_inputs, n_outputs = len(graph.inputs), len(graph.outputs)
         self._workspace = self._arg(n_inputs + n_outputs)
@@ -168,8 +169,44 @@ class GraphLowering:
             where = f" (made at {node.loc[0]}:{node.loc[1]})" if node.loc else ""
             raise CompileError(f"the llvm backend cannot lower op {node.op!r}{where}: {why}")
         out = dest or self.scratch(node.shape, node.dtype)
-        KERNELS[node.op](self, node, out, *args)
+        if self._in_kernel:  # inside a loop body: emit inline, in the loop's own function
+            KERNELS[node.op](self, node, out, *args)
+        else:
+            self._emit_kernel_function(node, out, args)
         return out
+
+    def _emit_kernel_function(self, node: Node, out: View, args: list[View]) -> None:
+        """Emit the node's kernel as its own function and call it.
+
+        One function per kernel keeps LLVM's work per function small: optimizing one huge
+        function of many loops grows faster than linearly (an unrolled LSTM took minutes).
+        """
+        views = [out, *args]
+        fn_type = ir.FunctionType(ir.VoidType(), [PTR] * (len(views) + 2))
+        fn = ir.Function(self.module, fn_type, name=f"{node.op}.{next(self._slots)}")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.args[0].add_attribute("noalias")  # the output buffer is always a fresh one
+        caller = (self.k, self._workspace, self._status)
+        self.k = KernelBuilder(self.module, fn)
+        self._workspace, self._status = fn.args[-2], fn.args[-1]
+        local = [
+            View(arg, ir.Constant(I64, 0), v.shape, v.strides, v.dtype)
+            for arg, v in zip(fn.args, views, strict=False)
+        ]
+        self._in_kernel = True
+        try:
+            with self.scope():
+                KERNELS[node.op](self, node, *local)
+            self.k.builder.ret_void()
+        finally:
+            self._in_kernel = False
+            self.k, self._workspace, self._status = caller
+        b = self.k.builder
+        pointers = [
+            b.gep(v.ptr, [v.offset], inbounds=True, source_etype=llvm_type(v.dtype)) for v in views
+        ]
+        b.call(fn, [*pointers, self._workspace, self._status])
 
 
 class Runner:
