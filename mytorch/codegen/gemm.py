@@ -57,14 +57,27 @@ def fill(k: KernelBuilder, dst: View, value) -> None:
     k.loop_nest(dst.shape, lambda idx: k.store(value, dst, idx), "fill")
 
 
-def accumulate(k: KernelBuilder, a: View, b: View, c: View) -> None:
-    """c[m, n] += sum_k a[m, k] * b[k, n] for 2-D float views of one dtype."""
-    if b.strides[0] == 1 and a.strides[1] == 1:
-        _dot_kernel(k, a, b, c)
-    elif b.strides[1] == 1:
+def accumulate(
+    k: KernelBuilder, a: View, b: View, c: View, init: View | None = None, activation=None
+) -> None:
+    """c = activation(start + a @ b) for 2-D float views of one dtype, where start is `init`
+    (broadcast to c) or c's own contents. The epilogue (init, activation) is fused into the
+    kernel, on values still in registers, where the kernel allows it."""
+    fusable_init = init is None or init.strides[-1] == 1 or init.shape[-1] == 1
+    if b.strides[0] == 1 and a.strides[1] == 1 and fusable_init:
+        _dot_kernel(k, a, b, c, init, activation)
+        return
+    if b.strides[1] == 1 and a.shape[1] <= KC and fusable_init:
+        _axpy_kernel(k, a, b, c, init, activation)
+        return
+    if init is not None:
+        copy(k, init.broadcast_to(c.shape), c)
+    if b.strides[1] == 1:
         _axpy_kernel(k, a, b, c)
     else:
         scalar_kernel(k, a, b, c)
+    if activation is not None:
+        k.loop_nest(c.shape, lambda idx: k.store(activation(k.load(c, idx)), c, idx), "act")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -142,7 +155,7 @@ def _add(k: KernelBuilder, x: ir.Value, i) -> ir.Value:
 # ---- dot form: C[i, j] += dot(A[i, :], W[j, :]) ------------------------------------------------
 
 
-def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
+def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None) -> None:
     """One row of A against NJ columns at a time: NJ vector accumulators over k, then one
     transposing reduction turns them into a vector of NJ sums, added to C with vector ops."""
     m, depth = a.shape
@@ -170,13 +183,16 @@ def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
                 for j in range(cols)
             ]
         sums = _reduce_lanes(k, accs + [zero] * (_pow2_at_least(cols) - cols))
+        start = c if init is None else init.broadcast_to(c.shape)
         if cols == sums.type.count:
-            _vstore(k, k.builder.fadd(_vload(k, c, [i, j0], cols), sums), c, [i, j0])
+            value = k.builder.fadd(_vload(k, start, [i, j0], cols), sums)
+            _vstore(k, activation(value) if activation else value, c, [i, j0])
         else:
             for j in range(cols):
                 total = k.builder.extract_element(sums, ir.Constant(ir.IntType(32), j))
                 idx = [i, _add(k, j0, j)]
-                k.store(k.builder.fadd(k.load(c, idx), total), c, idx)
+                value = k.builder.fadd(k.load(start, idx), total)
+                k.store(activation(value) if activation else value, c, idx)
 
     k.loop(m, lambda i: _blocked(k, n, nj, lambda j0, cols: tile(i, j0, cols), "nj"), "mi")
 
@@ -224,7 +240,7 @@ def _reduce_lanes(k: KernelBuilder, accs: list) -> ir.Value:
 # ---- axpy form: C[i, :] += A[i, k] * B[k, :] ---------------------------------------------------
 
 
-def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
+def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None) -> None:
     """Cache-blocked: for each block of KC k-steps and each panel of B columns (which then stays
     in L2), every MR-row tile of C accumulates in registers."""
     m, depth = a.shape
@@ -235,10 +251,15 @@ def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
     mr = max(1, min(m, max_accumulators() // max(nv, 1), 6))
     bld = k.builder
 
+    assert (init is None and activation is None) or depth <= KC, "fused only in one k block"
+    source = c if init is None else init.broadcast_to(c.shape)
+
     def tile(i0, rows, j0, nvec, k0, steps):
         cols = [bld.add(j0, ir.Constant(I64, v * lanes)) for v in range(nvec)]
         start = [
-            _vload(k, c, [_add(k, i0, r), cols[v]], lanes) for r in range(rows) for v in range(nvec)
+            _vload(k, source, [_add(k, i0, r), cols[v]], lanes)
+            for r in range(rows)
+            for v in range(nvec)
         ]
 
         def step(p, accs):
@@ -251,6 +272,8 @@ def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
             return out
 
         accs = k.loop_carry(steps, start, step, "p")
+        if activation is not None:
+            accs = [activation(acc) for acc in accs]
         for r in range(rows):
             for v in range(nvec):
                 _vstore(k, accs[r * nvec + v], c, [_add(k, i0, r), cols[v]])
@@ -275,7 +298,21 @@ def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View) -> None:
         tail_c = View(
             c.ptr, _add(k, c.offset, done * c.strides[1]), (m, n - done), c.strides, c.dtype
         )
+        if init is not None:
+            tail_init = init.broadcast_to(c.shape)
+            tail_init = View(
+                tail_init.ptr,
+                _add(k, tail_init.offset, done * tail_init.strides[1]),
+                tail_c.shape,
+                tail_init.strides,
+                tail_init.dtype,
+            )
+            copy(k, tail_init, tail_c)
         scalar_kernel(k, a, tail_b, tail_c)
+        if activation is not None:
+            k.loop_nest(
+                tail_c.shape, lambda idx: k.store(activation(k.load(tail_c, idx)), tail_c, idx)
+            )
 
 
 # ---- anything else -----------------------------------------------------------------------------

@@ -132,8 +132,18 @@ class GraphLowering:
         for node, dest in zip(graph.outputs, outputs, strict=True):
             if graph.outputs.count(node) == 1 and not node.is_input and node.op in KERNELS:
                 direct[node] = dest
+        biased = _bias_adds(graph)
         for node in graph.nodes:
+            if node in env:  # an add already computed with its product
+                continue
             try:
+                if node in biased:
+                    add, bias = biased[node]
+                    out = direct.get(add) or self.scratch(add.shape, add.dtype)
+                    args = [env[i] for i in node.inputs] + [env[bias]]
+                    self._emit_kernel(node, out, args)
+                    env[add] = out
+                    continue
                 env[node] = self._lower_node(node, [env[i] for i in node.inputs], direct.get(node))
             except CompileError:
                 raise
@@ -169,11 +179,14 @@ class GraphLowering:
             where = f" (made at {node.loc[0]}:{node.loc[1]})" if node.loc else ""
             raise CompileError(f"the llvm backend cannot lower op {node.op!r}{where}: {why}")
         out = dest or self.scratch(node.shape, node.dtype)
+        self._emit_kernel(node, out, args)
+        return out
+
+    def _emit_kernel(self, node: Node, out: View, args: list[View]) -> None:
         if self._in_kernel:  # inside a loop body: emit inline, in the loop's own function
             KERNELS[node.op](self, node, out, *args)
         else:
             self._emit_kernel_function(node, out, args)
-        return out
 
     def _emit_kernel_function(self, node: Node, out: View, args: list[View]) -> None:
         """Emit the node's kernel as its own function and call it.
@@ -207,6 +220,31 @@ class GraphLowering:
             b.gep(v.ptr, [v.offset], inbounds=True, source_etype=llvm_type(v.dtype)) for v in views
         ]
         b.call(fn, [*pointers, self._workspace, self._status])
+
+
+def _bias_adds(graph: Graph) -> dict[Node, tuple[Node, Node]]:
+    """matmul -> (add, bias) for `matmul(...) + bias` with a bias over the last dim, defined
+    before the product and the product used nowhere else: the bias starts the product's sums."""
+    order = {n: k for k, n in enumerate(graph.inputs + graph.nodes)}
+    fused = {}
+    for add in graph.nodes:
+        if add.op != "add":
+            continue
+        for mm, bias in (add.inputs, reversed(add.inputs)):
+            if (
+                mm.op == "matmul"
+                and mm is not bias
+                and len(mm.users) == 1
+                and mm not in graph.outputs
+                and order[bias] < order[mm]
+                and len(bias.shape) == 1
+                and bias.shape[0] == add.shape[-1]
+                and add.type == mm.type
+                and bias.dtype == mm.dtype
+            ):
+                fused[mm] = (add, bias)
+                break
+    return fused
 
 
 class Runner:

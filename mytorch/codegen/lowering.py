@@ -538,7 +538,8 @@ def _one_hot(ctx, node, out: View, indices: View):
 
 
 @lowering("matmul")
-def _matmul(ctx, node, out: View, a: View, bmat: View):
+def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None):
+    """out = a @ b (+ bias, broadcast over rows: a following `add` fused in by the lowering)."""
     a = _promote(ctx, a, out.dtype)
     bmat = _promote(ctx, bmat, out.dtype)
     # 1-D operands become a row (a) or a column (b) matrix.
@@ -554,17 +555,27 @@ def _matmul(ctx, node, out: View, a: View, bmat: View):
     out2 = View(out.ptr, out.offset, batch + (m, n), contiguous_strides(batch + (m, n)), out.dtype)
     a3 = a2.broadcast_to(batch + a2.shape[-2:])
     b3 = b2.broadcast_to(batch + b2.shape[-2:])
-    gemm.fill(ctx.k, out, ctx.k.constant(0, out.dtype))
+    if bias is None:
+        gemm.fill(ctx.k, out, ctx.k.constant(0, out.dtype))
+        bias = View(out.ptr, out.offset, out2.shape, out2.strides, out.dtype)  # start from C
+    start = _promote(ctx, bias, out.dtype).broadcast_to(out2.shape)
     rows = _merge_rows(a3)
-    if len(b2.shape) == 2 and rows is not None:  # (T, B, K) @ (K, N): one (T*B, K) product
+    if len(b2.shape) == 2 and rows is not None and _merge_rows(start) is not None:
+        # (T, B, K) @ (K, N): one (T*B, K) product
         flat_out = View(out.ptr, out.offset, (rows.shape[0], n), (n, 1), out.dtype)
-        _product(ctx, rows, b2, flat_out)
+        _product(ctx, rows, b2, flat_out, init=_merge_rows(start))
         return
-    gemm.batched(ctx.k, batch, [a3, b3, out2], lambda av, bv, cv: _product(ctx, av, bv, cv))
+    gemm.batched(
+        ctx.k,
+        batch,
+        [a3, b3, out2, start],
+        lambda av, bv, cv, iv: _product(ctx, av, bv, cv, init=iv),
+    )
 
 
-def _product(ctx, a: View, b: View, c: View) -> None:
-    """c += a @ b; with enough rows, B is first packed row-major (once per scope)."""
+def _product(ctx, a: View, b: View, c: View, init=None, activation=None) -> None:
+    """c = activation((init or c) + a @ b); with enough rows, B is first packed row-major (once
+    per scope)."""
     if c.dtype.kind != "f":  # integer products: exact, in plain loops
         gemm.scalar_kernel(ctx.k, a, b, c)
         return
@@ -575,7 +586,7 @@ def _product(ctx, a: View, b: View, c: View) -> None:
         b = ctx.contiguous(b)
     elif b.strides[0] == 1:  # the dot form reads rows of A as vectors
         a = ctx.contiguous(a)
-    gemm.accumulate(ctx.k, a, b, c)
+    gemm.accumulate(ctx.k, a, b, c, init, activation)
 
 
 def _merge_rows(v: View) -> View | None:
@@ -598,31 +609,33 @@ def _promote(ctx, v: View, dtype) -> View:
     return tmp
 
 
-def _activation(ctx, out: View, nonlinearity: str):
-    k = ctx.k
-    op = "tanh" if nonlinearity == "tanh" else "relu"
-    k.loop_nest(
-        out.shape,
-        lambda idx: k.store(_scalar(ctx, op, out.dtype, [k.load(out, idx)], {}), out, idx),
-        "act",
-    )
+def _activation(ctx, nonlinearity: str):
+    """The cell's nonlinearity as a function on values (scalars or vectors)."""
+    b = ctx.k.builder
+
+    def apply(v):
+        if nonlinearity == "tanh":
+            return ctx.math("tanh", v)
+        zero = ir.Constant(v.type, None)  # relu: NaN stays NaN, as np.maximum(x, 0)
+        return b.select(b.fcmp_ordered("<", v, zero), zero, v)
+
+    return apply
 
 
 @lowering("rnn_cell")
 def _rnn_cell(ctx, node, out: View, x, h, w_ih, w_hh, bias):
-    """out = act(x @ w_ih.T + h @ w_hh.T + b): both products accumulate into out."""
-    gemm.copy(ctx.k, bias.broadcast_to(out.shape), out)
-    for left, w in ((x, w_ih), (h, w_hh)):
-        _product(ctx, left, w.transpose((1, 0)), out)
-    _activation(ctx, out, node.params["nonlinearity"])
+    """out = act(x @ w_ih.T + b + h @ w_hh.T): the bias starts the first product's sums and the
+    nonlinearity ends the second's, both inside the product kernels."""
+    _product(ctx, x, w_ih.transpose((1, 0)), out, init=bias)
+    act = _activation(ctx, node.params["nonlinearity"])
+    _product(ctx, h, w_hh.transpose((1, 0)), out, activation=act)
 
 
 @lowering("rnn_step")
 def _rnn_step(ctx, node, out: View, xw, h, w_hh):
-    """out = act(xw + h @ w_hh.T)."""
-    gemm.copy(ctx.k, xw, out)
-    _product(ctx, h, w_hh.transpose((1, 0)), out)
-    _activation(ctx, out, node.params["nonlinearity"])
+    """out = act(xw + h @ w_hh.T), the input projection and the nonlinearity fused in."""
+    act = _activation(ctx, node.params["nonlinearity"])
+    _product(ctx, h, w_hh.transpose((1, 0)), out, init=xw, activation=act)
 
 
 @lowering("loop")
