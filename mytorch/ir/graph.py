@@ -43,6 +43,7 @@ class Node:
         "value",
         "graph",
         "loc",
+        "checked",
         "__weakref__",
     )
 
@@ -56,6 +57,7 @@ class Node:
         self.value: np.ndarray | None = value  # constants only
         self.graph: Graph | None = None
         self.loc: tuple[str, int] | None = None  # the user's source line that made it, if traced
+        self.checked: tuple | None = None  # what the verifier last type-checked (see verify)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -136,9 +138,12 @@ class Graph:
     def add_node(self, op: str, inputs: Iterable[Node], params=None, type=None, name=None) -> Node:
         """Append an op node; its type is given, or computed by the op's shape rule."""
         inputs = tuple(inputs)
-        if type is None:
+        derived = type is None
+        if derived:
             type = op_type(op, inputs, params or {})
         node = Node(self._claim(name) if name else self.unique_name(op), op, inputs, params, type)
+        if derived:  # the type is the shape rule's own answer: the verifier need not redo it
+            node.checked = type_check_key(node)
         return self._append(node)
 
     def _append(self, node: Node) -> Node:
@@ -239,6 +244,11 @@ class Graph:
         from .printer import render
 
         return render(self, path)
+
+
+def type_check_key(node: Node) -> tuple:
+    """What a node's type depends on: its inputs, their types, its params (see `verify`)."""
+    return (node.inputs, tuple(i.type for i in node.inputs), node.params, node.type)
 
 
 def op_type(op: str, inputs, params) -> TensorType:

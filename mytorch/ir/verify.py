@@ -4,7 +4,7 @@ then types (every node's type recomputed by its op's shape rule). Runs after tra
 from __future__ import annotations
 
 from ..ops import OPS
-from .graph import Graph, Node, op_type
+from .graph import Graph, Node, op_type, type_check_key
 
 
 class VerifyError(AssertionError):
@@ -70,6 +70,11 @@ def _check_type(node: Node, where: str) -> None:
                 f"recorded type is {node.type}"
             )
         return
+    # A node whose inputs, their types, params and type are as when last checked is still right:
+    # re-verifying after a pass only re-derives the types of what the pass touched.
+    key = type_check_key(node)
+    if node.checked is not None and _same(node.checked, key):
+        return
     try:
         expected = op_type(node.op, node.inputs, node.params)
     except (ValueError, TypeError, IndexError) as e:
@@ -79,6 +84,18 @@ def _check_type(node: Node, where: str) -> None:
             f"{where}: recorded type {node.type}, but its shape rule gives {expected} "
             f"for {_operands(node)}"
         )
+    node.checked = key
+
+
+def _same(old: tuple, new: tuple) -> bool:
+    inputs, types, params, type_ = old
+    return (
+        len(inputs) == len(new[0])
+        and all(a is b for a, b in zip(inputs, new[0], strict=True))
+        and types == new[1]
+        and params is new[2]
+        and type_ == new[3]
+    )
 
 
 def _operands(node: Node) -> str:

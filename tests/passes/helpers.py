@@ -14,7 +14,8 @@ from mytorch.ir.interpreter import run
 from mytorch.passes.base import PASSES, PassManager, PassResult
 from tests.graphs import random_inputs
 
-RTOL, ATOL = 1e-5, 1e-6
+# float32 results may differ by reassociation: fused ops sum their terms in another order.
+RTOL, ATOL = 1e-4, 1e-5
 
 
 def dedent(text: str) -> str:
