@@ -88,9 +88,10 @@ def test_sampler_draws_same_length_batches_with_uniform_languages(names_by_langu
     assert shares.min() > 0.035 and shares.max() < 0.08, shares
 
 
-def test_quick_mode_runs_and_reports_the_metric():
+@pytest.mark.parametrize("flags", [[], ["--compile"]], ids=["eager", "compile"])
+def test_quick_mode_runs_and_reports_the_metric(flags):
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "names_classifier.py"), "--quick"],
+        [sys.executable, str(EXAMPLES / "names_classifier.py"), "--quick", *flags],
         capture_output=True,
         text=True,
         timeout=120,
@@ -100,6 +101,9 @@ def test_quick_mode_runs_and_reports_the_metric():
     assert "held-out balanced accuracy" in result.stdout
     assert "most often confused with" in result.stdout
     assert "Vietnamese" in result.stdout
+    if flags:  # the example itself fails if compiled and eager predictions disagree
+        assert "predictions agree on" in result.stdout
+        assert "rnn_step" in result.stdout  # the optimized graph it prints has the fused step
 
 
 def test_short_training_beats_chance_and_is_deterministic():
