@@ -16,7 +16,6 @@ from ..errors import CompileError
 
 I64 = ir.IntType(64)
 I8 = ir.IntType(8)
-I1 = ir.IntType(1)
 PTR = ir.PointerType()
 
 _LLVM_TYPES = {

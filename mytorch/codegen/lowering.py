@@ -46,11 +46,6 @@ def lowering(*ops: str):
     return add
 
 
-def lowered_ops() -> set[str]:
-    """Every op name the llvm backend can lower."""
-    return set(VIEWS) | set(KERNELS)
-
-
 # ---- views -----------------------------------------------------------------------------------
 
 

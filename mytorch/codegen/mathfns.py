@@ -42,7 +42,6 @@ import math
 from llvmlite import ir
 
 F32 = ir.FloatType()
-F64 = ir.DoubleType()
 I32 = ir.IntType(32)
 
 # exp(r) = 1 + r + r^2 * Q(r), |r| <= 0.35 (bench/math_accuracy.py --fit).

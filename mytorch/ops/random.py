@@ -18,11 +18,6 @@ def manual_seed(seed: int) -> None:
     _rng = np.random.default_rng(seed)
 
 
-def generator() -> np.random.Generator:
-    """The current generator."""
-    return _rng
-
-
 def _random_type(shape, dtype, **params) -> TensorType:
     shape = tuple(shape)
     if any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):

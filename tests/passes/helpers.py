@@ -8,11 +8,12 @@ import textwrap
 import numpy as np
 
 import mytorch
-from mytorch import Tensor, nn
+from mytorch import nn
 from mytorch.ir import Graph, parse, verify
 from mytorch.ir.interpreter import run
 from mytorch.passes.base import PASSES, PassManager, PassResult
 from tests.graphs import random_inputs
+from tests.ir.programs import RNN
 
 # float32 results may differ by reassociation: fused ops sum their terms in another order.
 RTOL, ATOL = 1e-4, 1e-5
@@ -84,30 +85,7 @@ def remarks_of(name: str, text: str) -> list[tuple[str, bool, str]]:
     return [(r.node, r.fired, r.reason) for r in manager.remarks]
 
 
-# ---- programs: the tutorial's RNN (cell In [7], as written there) and loops over RNN modules ----
-
-
-class RNN(nn.Module):  # the tutorial's class, verbatim (only the long repr line is wrapped)
-    def __init__(self, input_size, hidden_size, output_size):
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.output_size = output_size
-        self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
-        self.h2o = nn.Linear(hidden_size, output_size)
-
-    def forward(self, input, hidden):
-        combined = Tensor.cat((input, hidden), 1)
-        hidden = self.i2h(combined)
-        hidden = mytorch.tanh(hidden)
-        output = self.h2o(hidden)
-        return output, hidden
-
-    def __repr__(self):
-        return (
-            f"RNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-            f"output_size={self.output_size})"
-        )
+# ---- programs: loops over the tutorial's RNN (tests/ir/programs.py) and over RNN modules ----
 
 
 def tutorial_loop(rnn: RNN):
