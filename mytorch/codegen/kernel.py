@@ -114,7 +114,6 @@ class KernelBuilder:
         self.module = module
         self.function = function
         self.builder = ir.IRBuilder(function.append_basic_block("entry"))
-        self._const_count = 0
 
     # ---- element access --------------------------------------------------------------------------
 
@@ -230,8 +229,8 @@ class KernelBuilder:
         llvm_type(array.dtype)  # a clear error for an unsupported dtype
         data = bytearray(array.tobytes()) or bytearray(array.dtype.itemsize)
         arr_ty = ir.ArrayType(I8, len(data))  # raw bytes: fast to build, read through typed GEPs
-        g = ir.GlobalVariable(self.module, arr_ty, name=f"{name}.{self._const_count}")
-        self._const_count += 1
+        # unique in the module: every kernel function has its own builder, but one module
+        g = ir.GlobalVariable(self.module, arr_ty, name=self.module.get_unique_name(name))
         g.global_constant = True
         g.linkage = "internal"
         g.align = 64

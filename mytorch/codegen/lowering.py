@@ -634,10 +634,16 @@ def _rnn_step(ctx, node, out: View, xw, h, w_hh):
 
 
 @lowering("loop")
-def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
-    """hs[t] = body(xs[t], h_{t-1}, *invariants): the body's code runs inside a native loop."""
+def _loop(ctx, node, out: View, *args: View):
+    """hs[t] = body(xs[t], h_{t-1}, *invariants): the body's code runs inside a native loop.
+
+    With `sequences=k`, the first k inputs are all sliced at step t; with `reverse=True`, t runs
+    from T-1 down to 0 and each step reads the state of step t+1.
+    """
     k, b = ctx.k, ctx.k.builder
-    h0 = ctx.contiguous(h0)
+    sequences, reverse = node.params.get("sequences", 1), node.params.get("reverse", False)
+    seqs, h0, invariants = args[:sequences], ctx.contiguous(args[sequences]), args[sequences + 1 :]
+    steps = seqs[0].shape[0]
     # The body (an rnn_step) uses its 2-D invariants as W.T: pack them here, before the loop,
     # where packing pays, so the body finds the copy instead of making one every step.
     rows = h0.shape[0] if h0.shape else 1
@@ -645,22 +651,25 @@ def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
         if len(w.shape) != 2:
             continue
         w_t = w.transpose((1, 0))
-        if gemm.prefers_packing(rows, w_t, reuse=xs.shape[0]):
+        if gemm.prefers_packing(rows, w_t, reuse=steps):
             ctx.contiguous(w_t)
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+    last = ir.Constant(I64, steps - 1)
     ty = llvm_type(h0.dtype)
 
-    def step(t):
-        first = b.icmp_signed("==", t, zero)
-        prev = k.offset_view(out, 0, b.sub(t, one))  # only dereferenced when t > 0
+    def step(i):
+        t = b.sub(last, i) if reverse else i
+        first = b.icmp_signed("==", i, zero)
+        before = b.add(t, one) if reverse else b.sub(t, one)
+        prev = k.offset_view(out, 0, before)  # only dereferenced after the first step
         start = b.gep(h0.ptr, [h0.offset], inbounds=True, source_etype=ty)
         previous = b.gep(prev.ptr, [prev.offset], source_etype=ty)
         h = View(b.select(first, start, previous), zero, h0.shape, h0.strides, h0.dtype)
         with ctx.scope():
             ctx.lower_subgraph(
                 node.params["body"],
-                [k.offset_view(xs, 0, t), h, *invariants],
+                [*(k.offset_view(s, 0, t) for s in seqs), h, *invariants],
                 [k.offset_view(out, 0, t)],
             )
 
-    k.loop(xs.shape[0], step, "t")
+    k.loop(steps, step, "t")

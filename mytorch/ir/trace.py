@@ -21,7 +21,7 @@ import numpy as np
 from .. import pytree
 from ..errors import CompileError
 from ..ops.registry import TensorType
-from ..tensor import Tensor, tracing
+from ..tensor import Tensor, apply, tracing
 from .graph import Graph, Node
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +64,11 @@ class TracerTensor(Tensor):
         self._op = node.op
         self.label = node.name
         self._backward = _no_backward
+
+    @classmethod
+    def _bind(cls, name: str, args, params) -> Tensor:
+        """`ops.bind` on traced values (gradient rules use it): record the op like `apply`."""
+        return apply(name, *args, **params)
 
     def _data_dependent(self, what: str):
         raise CompileError(

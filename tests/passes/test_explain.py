@@ -136,7 +136,8 @@ def test_dump_writes_every_stage_and_the_explanation(tmp_path, tutorial_step):
     loop = tutorial_loop(rnn)
     xs = mytorch.randn(3, 1, 12)
     fn = mytorch.compile(loop, backend="numpy", dump=str(tmp_path))
-    out, h_last = fn(xs, h)
+    with mytorch.no_grad():  # forward only: no backward graph to dump
+        out, h_last = fn(xs, h)
     folder = tmp_path / "run_sequence-0"
     expected = stage_files(PIPELINES["default"])
     assert expected[1] == "001_simplify.txt" and expected[-1].endswith("_dce.txt")
@@ -155,10 +156,28 @@ def test_dump_writes_every_stage_and_the_explanation(tmp_path, tutorial_step):
     assert (tmp_path / "run_sequence-1" / "000_trace.txt").exists()
 
 
+def test_dump_writes_the_backward_stages_when_gradients_are_needed(tmp_path, tutorial_step):
+    rnn, x, h = tutorial_step
+    fn = mytorch.compile(tutorial_loop(rnn), backend="numpy", dump=str(tmp_path))
+    out, h_last = fn(mytorch.randn(3, 1, 12), h)
+    out.sum().backward()
+    names = sorted(p.name for p in (tmp_path / "run_sequence-0").iterdir())
+    backward = [n for n in names if n.startswith("backward_")]
+    pipeline = PIPELINES["default"]
+    assert backward[0] == "backward_000_derived.txt"
+    assert backward[1 : len(pipeline) + 1] == [
+        f"backward_{k:03d}_{name}.txt" for k, name in enumerate(pipeline, 1)
+    ]
+    assert backward[len(pipeline) + 1] == f"backward_{len(pipeline) + 1:03d}_forward_saving.txt"
+    derived = (tmp_path / "run_sequence-0" / "backward_000_derived.txt").read_text()
+    assert "reverse=True" in derived  # backpropagation through time: a reverse loop
+
+
 def test_the_environment_variable_turns_dumps_on(tmp_path, monkeypatch, tutorial_step):
     monkeypatch.setenv("MYTORCH_DUMP", str(tmp_path))
     rnn, x, h = tutorial_step
-    mytorch.compile(rnn, backend="numpy", passes=["cse", "dce"])(x, h)
+    with mytorch.no_grad():
+        mytorch.compile(rnn, backend="numpy", passes=["cse", "dce"])(x, h)
     folder = tmp_path / "RNN-0"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         stage_files(["cse", "dce"]) + ["explain.txt"]
