@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -171,7 +172,6 @@ class CompiledFunction:
             entry = self._cache[key] = self._build(args, kwargs)
         if isinstance(entry, CompileError):
             return self._fn(*args, **kwargs)
-        self._last = entry
         inputs = [x for x in leaves if isinstance(x, Tensor)]
         sources = inputs + entry.trace.params
         if mode[1]:
@@ -180,9 +180,13 @@ class CompiledFunction:
                 training = entry.training.get(wrt) or self._build_training(entry, wrt)
                 if isinstance(training, CompileError):
                     return self._fn(*args, **kwargs)
-                self._last_training = training
+                self._last, self._last_training = entry, training
                 arrays = [t.data for t in sources]
                 return entry.trace.assemble(training.run(sources, arrays))
+        runner = entry.runner or self._build_runner(entry)
+        if isinstance(runner, CompileError):
+            return self._fn(*args, **kwargs)
+        self._last = entry
         return self._run(entry, sources)
 
     def _build(self, args, kwargs):
@@ -202,16 +206,31 @@ class CompiledFunction:
                 remarks=[] if dump else None,
             )
             graph = manager.run(result.graph)
-            runner = get_backend(self._backend_name)(graph)
-            artifacts = getattr(runner, "artifacts", None)
             if dump:
-                dump.artifacts(artifacts)
                 report = Explanation(title, result.graph, graph, manager.records, manager.remarks)
                 report.traced_nodes = traced_nodes
                 dump.write("explain.txt", str(report))
-            return _Compiled(result, graph, runner, artifacts, dump)
+            entry = _Compiled(result, graph, None, None, dump)
+            # A call that needs gradients runs the training build (a forward that also saves
+            # what the backward reads): the plain forward is built when a call first needs it.
+            sources = [x for x in pytree.flatten((args, kwargs))[0] if isinstance(x, Tensor)]
+            if not (is_grad_enabled() and any(t.trainable for t in sources + result.params)):
+                self._build_runner(entry)
+            return entry
         except CompileError as e:
             return self._fall_back(e)
+
+    def _build_runner(self, entry: _Compiled):
+        """Build the plain forward of a signature (raising or warning if the backend cannot)."""
+        try:
+            entry.runner = get_backend(self._backend_name)(entry.graph)
+        except CompileError as e:
+            entry.runner = self._fall_back(e)  # remembered: later calls run eagerly at once
+            return entry.runner
+        entry.artifacts = getattr(entry.runner, "artifacts", None)
+        if entry.dump:
+            entry.dump.artifacts(entry.artifacts)
+        return entry.runner
 
     def _build_training(self, entry: _Compiled, wrt: tuple[int, ...]):
         """The compiled backward for gradients of inputs `wrt` (positions among the sources)."""
@@ -229,6 +248,8 @@ class CompiledFunction:
 
         try:
             training = CompiledBackward(entry.graph, wrt, optimize, build, dump)
+            if entry.artifacts is None:  # what `llvm_ir` and `asm` show until a plain build
+                entry.artifacts = getattr(training.forward_runner, "artifacts", None)
         except CompileError as e:
             training = self._fall_back(e)
         entry.training[wrt] = training
@@ -244,7 +265,7 @@ class CompiledFunction:
             warnings.warn(
                 f"mytorch.compile({self._name}): running eagerly: {reason}",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=_frames_in_this_module() + 1,  # the user's line that made the call
             )
         return error
 
@@ -274,6 +295,14 @@ class CompiledModule(CompiledFunction):
 
     def __repr__(self) -> str:
         return f"Compiled{self._module!r}"
+
+
+def _frames_in_this_module() -> int:
+    """How many innermost frames of the caller's stack run code of this file."""
+    frame, count = sys._getframe(1), 0
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, count = frame.f_back, count + 1
+    return count
 
 
 def _leaf_key(x):
