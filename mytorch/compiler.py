@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from . import pytree
 from .compiled_backward import CompiledBackward
 from .errors import CompileError
+from .ir.autodiff import derive_backward
 from .ir.graph import Graph
 from .ir.parser import parse
 from .ir.trace import TraceResult, trace_call
@@ -38,12 +39,22 @@ def trace(model_or_fn, *example_inputs) -> Graph:
 def explain(model_or_fn, *example_inputs, passes="default") -> Explanation:
     """A report of what the pass pipeline does to `model_or_fn(*example_inputs)`."""
     fn, name, param_names = _target(model_or_fn)
-    traced = trace_call(fn, example_inputs, {}, name=name, param_names=param_names).graph
-    verify(traced)
+    result = trace_call(fn, example_inputs, {}, name=name, param_names=param_names)
+    traced = verify(result.graph)
     before = parse(str(traced))  # a copy: the passes rewrite in place
     manager = PassManager(resolve_pipeline(passes), remarks=[])
     graph = manager.run(traced)
-    return Explanation(_title(name, before), before, graph, manager.records, manager.remarks)
+    report = Explanation(_title(name, before), before, graph, manager.records, manager.remarks)
+    sources = [x for x in pytree.flatten(example_inputs)[0] if isinstance(x, Tensor)]
+    wrt = tuple(k for k, t in enumerate(sources + result.params) if t.trainable)
+    if is_grad_enabled() and wrt:  # what a call needing gradients also builds
+        backward = derive_backward(graph, wrt)
+        derived = len(backward.graph)
+        manager = PassManager(resolve_pipeline(passes))
+        backward.graph = manager.run(verify(backward.graph))
+        backward.prune_inputs()
+        report.add_backward(derived, backward.graph, manager.records, backward.saved)
+    return report
 
 
 def _title(name: str, graph: Graph) -> str:

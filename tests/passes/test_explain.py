@@ -16,8 +16,9 @@ PASS_LINE = re.compile(r"^\s+(\w+)\s+(\d+) -> (\d+)\s+(yes|no)\s+(\d+\.\d+) ms$"
 
 
 def pass_table(report: str) -> list[tuple[str, int, int, bool]]:
+    """The pass rows of a report's first pass table (the forward's, if it has a backward)."""
     rows = []
-    for line in report.splitlines():
+    for line in report.split("\nbackward graph")[0].splitlines():
         m = PASS_LINE.match(line)
         if m:
             rows.append((m[1], int(m[2]), int(m[3]), m[4] == "yes"))
@@ -182,3 +183,17 @@ def test_the_environment_variable_turns_dumps_on(tmp_path, monkeypatch, tutorial
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         stage_files(["cse", "dce"]) + ["explain.txt"]
     )
+
+
+def test_explain_shows_the_backward_graph_when_gradients_are_needed(tutorial_step):
+    rnn, x, h = tutorial_step
+    loop = tutorial_loop(rnn)
+    xs = mytorch.randn(6, 1, 12)
+    report = str(mytorch.explain(loop, xs, h))
+    backward = report[report.index("backward graph") :]
+    assert "reverse mode over the optimized graph" in backward
+    assert [name for name, *_ in pass_table(backward)] == PIPELINES["default"]
+    assert "loop x1" in backward.split("optimized backward graph:")[1]
+    assert "the forward saves: " in backward and "%loop" in backward
+    with mytorch.no_grad():
+        assert "backward graph" not in str(mytorch.explain(loop, xs, h))
