@@ -1,4 +1,9 @@
-"""Shared helpers for the bench scripts: thread control, machine facts, timing, tables, JSON."""
+"""Shared helpers for the bench scripts: the tutorial RNN and the workload sizes, thread control,
+machine facts, timing, tables, JSON.
+
+The scripts are modules of the `bench` package; run them from the repository root as
+`python -m bench.<script>`, so `import mytorch` finds this checkout.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,88 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import mytorch
+from mytorch import Tensor, nn
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Set on some machines of this workplace for old OpenBLAS builds; they slow a current numpy.
 OPENBLAS_TUNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- the model and the workloads -------------------------------------------------------------
+
+
+class RNN(nn.Module):
+    """The tutorial's RNN (cell In [7])."""
+
+    def __init__(self, input_size, hidden_size, output_size):
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.output_size = output_size
+        self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
+        self.h2o = nn.Linear(hidden_size, output_size)
+
+    def forward(self, input, hidden):
+        combined = Tensor.cat((input, hidden), 1)
+        hidden = self.i2h(combined)
+        hidden = mytorch.tanh(hidden)
+        output = self.h2o(hidden)
+        return output, hidden
+
+
+def make_seq(rnn: RNN, batch: int, hidden_size: int):
+    """The cell over every step of `xs` (T, B, I) from h = 0: every step's output stacked to
+    (T, B, O), and the final h."""
+
+    def seq(xs):
+        h = mytorch.zeros(batch, hidden_size)
+        outs = []
+        for t in range(xs.shape[0]):
+            out, h = rnn(xs[t], h)
+            outs.append(out)
+        return mytorch.stack(outs), h
+
+    return seq
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One problem size (issue #6): input, hidden and output widths, batch and steps."""
+
+    name: str
+    label: str
+    input_size: int
+    hidden_size: int
+    output_size: int
+    batch: int
+    steps: int
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds of the forward's three matmuls, counted as 2 flops each."""
+        i, h, o = self.input_size, self.hidden_size, self.output_size
+        return 2 * self.batch * self.steps * (i * h + h * h + h * o)
+
+    def sizes(self) -> str:
+        return (
+            f"I={self.input_size} H={self.hidden_size} O={self.output_size} "
+            f"B={self.batch} T={self.steps}"
+        )
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.label}): {self.sizes()}, {format_flops(self.flops)} per call"
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("W1", "names latency", 57, 128, 18, 1, 12),
+        Workload("W2", "batched", 128, 256, 128, 32, 64),
+        Workload("W3", "large", 512, 1024, 512, 128, 32),
+    )
+}
 
 
 # ---- environment -----------------------------------------------------------------------------
@@ -198,6 +281,10 @@ def format_seconds(seconds: float | None) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_flops(flops: int) -> str:
+    return f"{flops / 1e9:.3g} GFLOP" if flops >= 1e9 else f"{flops / 1e6:.3g} MFLOP"
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

@@ -1,9 +1,9 @@
 """The RNN benchmark: the tutorial's cell over T steps, eager vs compiled vs numpy vs PyTorch.
 
-    python bench/rnn.py                         # W1, W2, W3 at 1 thread
-    python bench/rnn.py --workloads W1,W2 --quick
-    python bench/rnn.py --threads 2 --json /tmp/rnn.json
-    python bench/rnn.py --smoke                 # W1 only, a few calls per row (the test uses it)
+    python -m bench.rnn                         # W1, W2, W3 at 1 thread
+    python -m bench.rnn --workloads W1,W2 --quick
+    python -m bench.rnn --threads 2 --json /tmp/rnn.json
+    python -m bench.rnn --smoke                 # W1 only, a few calls per row (the test uses it)
 
 Every implementation computes `h = tanh(cat(x, h) @ W.T + b); out = h @ Wo.T + bo` for T steps
 from h = 0 and returns every step's output (T, B, O) and the final h, in float32. Each one is
@@ -20,100 +20,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from common import (
+
+import mytorch
+from bench.common import (
     OPENBLAS_TUNING_VARS,
     REPO,
+    RNN,
+    WORKLOADS,
     Timing,
     TimingPlan,
+    Workload,
     format_seconds,
     machine_facts,
+    make_seq,
     markdown_table,
     measure,
     reexec_with_thread_env,
     timed_call,
     write_json,
 )
-
-import mytorch
-from mytorch import Tensor, nn
+from mytorch import Tensor
 
 RTOL = 1e-4
 ATOL = 1e-5
 SEED = 0
 LLVM_ROW = "mytorch compiled (llvm)"
-
-
-@dataclass(frozen=True)
-class Workload:
-    """One problem size: input, hidden and output widths, batch and steps."""
-
-    name: str
-    label: str
-    input_size: int
-    hidden_size: int
-    output_size: int
-    batch: int
-    steps: int
-
-    @property
-    def flops(self) -> int:
-        """Multiply-adds of the three matmuls per call, counted as 2 flops each."""
-        i, h, o = self.input_size, self.hidden_size, self.output_size
-        return 2 * self.batch * self.steps * (i * h + h * h + h * o)
-
-    def describe(self) -> str:
-        return (
-            f"{self.name} ({self.label}): I={self.input_size} H={self.hidden_size} "
-            f"O={self.output_size} B={self.batch} T={self.steps}, "
-            f"{format_flops(self.flops)} per call"
-        )
-
-
-def format_flops(flops: int) -> str:
-    return f"{flops / 1e9:.3g} GFLOP" if flops >= 1e9 else f"{flops / 1e6:.3g} MFLOP"
-
-
-WORKLOADS = {
-    w.name: w
-    for w in (
-        Workload("W1", "names latency", 57, 128, 18, 1, 12),
-        Workload("W2", "batched", 128, 256, 128, 32, 64),
-        Workload("W3", "large", 512, 1024, 512, 128, 32),
-    )
-}
-
-
-class RNN(nn.Module):
-    """The tutorial's RNN (cell In [7])."""
-
-    def __init__(self, input_size, hidden_size, output_size):
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.output_size = output_size
-        self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
-        self.h2o = nn.Linear(hidden_size, output_size)
-
-    def forward(self, input, hidden):
-        combined = Tensor.cat((input, hidden), 1)
-        hidden = self.i2h(combined)
-        hidden = mytorch.tanh(hidden)
-        output = self.h2o(hidden)
-        return output, hidden
-
-
-def make_seq(rnn: RNN, batch: int, hidden_size: int):
-    """The function under test: the cell over every step of `xs` (T, B, I) from h = 0."""
-
-    def seq(xs):
-        h = mytorch.zeros(batch, hidden_size)
-        outs = []
-        for t in range(xs.shape[0]):
-            out, h = rnn(xs[t], h)
-            outs.append(out)
-        return mytorch.stack(outs), h
-
-    return seq
 
 
 @dataclass
