@@ -201,6 +201,31 @@ def machine_facts() -> dict:
     return facts
 
 
+def load_torch(threads: int):
+    """PyTorch set to `threads` threads, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def torch_status(torch, skipped: bool) -> str:
+    if torch is not None:
+        return torch.__version__
+    return "skipped (--no-torch)" if skipped else "not installed (rows skipped)"
+
+
+def set_mytorch_threads(threads: int) -> bool:
+    """Call mytorch.set_num_threads when mytorch has it; whether it did."""
+    # NOTE: set_num_threads may not exist yet in mytorch; the env variables cover BLAS.
+    if not hasattr(mytorch, "set_num_threads"):
+        return False
+    mytorch.set_num_threads(threads)
+    return True
+
+
 # ---- timing ----------------------------------------------------------------------------------
 
 
@@ -281,6 +306,24 @@ def format_seconds(seconds: float | None) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
+
+
+def header_lines(title: str, facts: dict, threads: int) -> list[str]:
+    """A Markdown title, then the machine, library versions and thread settings of this run."""
+    blas = f"{facts['blas']} {facts['blas_version']}"
+    if "blas_core" in facts:
+        blas += f" (kernel {facts['blas_core']}, {facts['blas_threads']} threads)"
+    tuning = ", ".join(f"{v}={facts[v] or '(unset)'}" for v in OPENBLAS_TUNING_VARS)
+    return [
+        f"# {title}, {facts['date']}",
+        "",
+        f"- CPU: {facts['cpu']} ({facts['cores']} cores, load average "
+        f"{facts['load_average_1min']:.2f} at start); threads: {threads} "
+        f"(mytorch.set_num_threads: {'called' if facts['mytorch_set_num_threads'] else 'absent'})",
+        f"- numpy {facts['numpy']}, BLAS {blas}; torch {facts['torch']}",
+        f"- mytorch {mytorch.__version__} at {facts['git']}; Python {facts['python']}",
+        f"- {tuning}",
+    ]
 
 
 def format_flops(flops: int) -> str:

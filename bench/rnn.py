@@ -31,12 +31,16 @@ from bench.common import (
     TimingPlan,
     Workload,
     format_seconds,
+    header_lines,
+    load_torch,
     machine_facts,
     make_seq,
     markdown_table,
     measure,
     reexec_with_thread_env,
+    set_mytorch_threads,
     timed_call,
+    torch_status,
     write_json,
 )
 from mytorch import Tensor
@@ -328,24 +332,6 @@ def measure_context(args, plan: TimingPlan) -> dict:
 # ---- report --------------------------------------------------------------------------------
 
 
-def header_lines(facts: dict, threads: int) -> list[str]:
-    """The machine, library versions and thread settings of this run."""
-    blas = f"{facts['blas']} {facts['blas_version']}"
-    if "blas_core" in facts:
-        blas += f" (kernel {facts['blas_core']}, {facts['blas_threads']} threads)"
-    tuning = ", ".join(f"{v}={facts[v] or '(unset)'}" for v in OPENBLAS_TUNING_VARS)
-    return [
-        f"# RNN benchmark, {facts['date']}",
-        "",
-        f"- CPU: {facts['cpu']} ({facts['cores']} cores, load average "
-        f"{facts['load_average_1min']:.2f} at start); threads: {threads} "
-        f"(mytorch.set_num_threads: {'called' if facts['mytorch_set_num_threads'] else 'absent'})",
-        f"- numpy {facts['numpy']}, BLAS {blas}; torch {facts['torch']}",
-        f"- mytorch {mytorch.__version__} at {facts['git']}; Python {facts['python']}",
-        f"- {tuning}",
-    ]
-
-
 def context_lines(context: dict) -> list[str]:
     size = context["sgemm_size"]
     peak = context["sgemm_gflops"]
@@ -411,7 +397,7 @@ TABLE_HEADERS = [
 
 def report(facts, threads, context, results: dict[str, list[Row]]) -> str:
     """The whole Markdown report."""
-    lines = header_lines(facts, threads) + context_lines(context) + [""]
+    lines = header_lines("RNN benchmark", facts, threads) + context_lines(context) + [""]
     lines += [f"- {w}" for w in (WORKLOADS[name].describe() for name in results)] + [""]
     all_rows = [cells for rows in results.values() for cells in table_rows(rows)]
     lines += [markdown_table(TABLE_HEADERS, all_rows), ""]
@@ -504,31 +490,6 @@ def timing_plan(args) -> TimingPlan:
     if args.quick:
         return TimingPlan(budget_s=0.3, min_repeats=3)
     return TimingPlan(budget_s=1.5, min_repeats=3)
-
-
-def load_torch(threads: int):
-    """PyTorch set to `threads` threads, or None when it is not installed."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    return torch
-
-
-def torch_status(torch, skipped: bool) -> str:
-    if torch is not None:
-        return torch.__version__
-    return "skipped (--no-torch)" if skipped else "not installed (rows skipped)"
-
-
-def set_mytorch_threads(threads: int) -> bool:
-    """Call mytorch.set_num_threads when mytorch has it; whether it did."""
-    # NOTE: set_num_threads may not exist yet in mytorch; the env variables cover BLAS.
-    if not hasattr(mytorch, "set_num_threads"):
-        return False
-    mytorch.set_num_threads(threads)
-    return True
 
 
 def main(argv=None) -> int:
