@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -587,7 +588,7 @@ def report(facts: dict, threads: int, results: list[StepResult]) -> str:
     lines += [f"- {res.step.describe()}" for res in results]
     lines += [
         f"- One step: forward over all T steps from h = 0, loss = mean(out ** 2), backward, "
-        f"SGD (lr {LR:g}) on {', '.join(PARAMETERS)}",
+        f"SGD (lr {LR:g}) on {', '.join(PARAMETERS)}; times per step, {facts['clock']}",
         "",
         markdown_table(TABLE_HEADERS, [c for res in results for c in table_rows(res)]),
         "",
@@ -666,11 +667,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="about 0.3 s per row, not 1.5 s")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
     parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time each step in this process's CPU time, not wall-clock (1 thread only)",
+    )
+    parser.add_argument(
         "--json", type=Path, default=None, help="default: bench/results/train-<date>-<time>.json"
     )
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.cpu_time and args.threads != 1:
+        parser.error("--cpu-time counts the CPU time of all threads: use it with --threads 1")
     if args.json is None:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
         args.json = REPO / "bench" / "results" / f"train-{stamp}.json"
@@ -686,8 +694,10 @@ def main(argv=None) -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "torch": torch_status(torch, args.no_torch),
         "mytorch_set_num_threads": mytorch_threads,
+        "clock": "process CPU time" if args.cpu_time else "wall-clock",
     }
-    plan = TimingPlan(budget_s=0.3 if args.quick else 1.5, min_repeats=3)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    plan = TimingPlan(budget_s=0.3 if args.quick else 1.5, min_repeats=3, clock=clock)
 
     def log(text):
         print(text, file=sys.stderr, flush=True)
