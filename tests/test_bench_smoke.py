@@ -154,9 +154,11 @@ TRAIN_MYTORCH_ROWS = [
 
 @pytest.fixture(scope="module")
 def train_quick(tmp_path_factory):
-    """One `--quick` run of T1 without PyTorch: its completed process and the JSON it wrote."""
+    """One `--quick` run of T1 without PyTorch, timed in CPU time: its completed process and the
+    JSON it wrote."""
     json_path = tmp_path_factory.mktemp("bench") / "train.json"
     command = [sys.executable, "-m", "bench.train", "--quick", "--workloads", "T1", "--no-torch"]
+    command.append("--cpu-time")
     proc = subprocess.run(
         [*command, "--json", str(json_path)],
         capture_output=True,
@@ -179,6 +181,7 @@ def test_train_quick_checks_agreement_and_reports_every_row(train_quick):
     assert "- Agreement: every row's loss, gradients and parameter updates" in proc.stdout
     assert "target: at most 70 µs" in proc.stdout
     assert "CPU:" in proc.stdout and "threads: 1" in proc.stdout
+    assert "times per step, process CPU time" in proc.stdout
     results = data["results"]
     assert [r["implementation"] for r in results] == [r[1] for r in rows]
     for r in results:
