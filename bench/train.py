@@ -18,7 +18,7 @@ import argparse
 import datetime
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -148,40 +148,27 @@ def mytorch_trainer(case: Case, loss_of) -> Trainer:
     )
 
 
+def seq_loss(seq):
+    """The function from xs to the loss: mean(out ** 2) over the outputs of every step."""
+
+    def loss(xs):
+        return mean_square(seq(xs)[0])
+
+    return loss
+
+
 def build_eager(case: Case, torch) -> Trainer:
-    def loss_of(seq):
-        def loss(xs):
-            return mean_square(seq(xs)[0])
-
-        return loss
-
-    return mytorch_trainer(case, loss_of)
+    return mytorch_trainer(case, seq_loss)
 
 
 def build_compiled_forward(case: Case, torch) -> Trainer:
     """The forward compiled; the loss computed eagerly from its outputs."""
-
-    def loss_of(seq):
-        compiled = mytorch.compile(seq, fullgraph=True)
-
-        def loss(xs):
-            return mean_square(compiled(xs)[0])
-
-        return loss
-
-    return mytorch_trainer(case, loss_of)
+    return mytorch_trainer(case, lambda seq: seq_loss(mytorch.compile(seq, fullgraph=True)))
 
 
 def build_compiled_forward_loss(case: Case, torch) -> Trainer:
     """The forward and the loss compiled as one function."""
-
-    def loss_of(seq):
-        def loss(xs):
-            return mean_square(seq(xs)[0])
-
-        return mytorch.compile(loss, fullgraph=True)
-
-    return mytorch_trainer(case, loss_of)
+    return mytorch_trainer(case, lambda seq: mytorch.compile(seq_loss(seq), fullgraph=True))
 
 
 # ---- numpy --------------------------------------------------------------------------------
@@ -398,7 +385,7 @@ class StepRecord:
     gradients: list[np.ndarray]
     updates: list[np.ndarray]
     # The largest parameter magnitude before the step: the rounding floor of its update.
-    scales: list[float] = field(default_factory=list)
+    scales: list[float]
 
 
 def record_steps(trainer: Trainer, steps: int = CHECK_STEPS) -> tuple[float, list[StepRecord]]:
@@ -425,15 +412,17 @@ def error_ratio(label: str, got: np.ndarray, want: np.ndarray, atol: float) -> f
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if got.shape != want.shape:
         raise Disagreement(f"{label} has shape {got.shape}, eager mytorch gives {want.shape}")
-    ratio = np.abs(got - want) / (atol + RTOL * np.abs(want))
-    worst = float(ratio.max()) if ratio.size else 0.0
-    if not worst <= 1.0:  # NaN fails too
-        index = np.unravel_index(np.nanargmax(ratio) if np.isfinite(worst) else 0, ratio.shape)
+    difference = np.abs(got - want)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(difference == 0, 0.0, difference / (atol + RTOL * np.abs(want)))
+    bad = ~(ratio <= 1.0)  # NaN is bad too
+    if bad.any():
+        index = np.unravel_index(np.argmax(bad), ratio.shape)
         raise Disagreement(
             f"{label} not within rtol={RTOL:g}, atol={atol:.3g} of eager mytorch: at "
             f"{tuple(map(int, index))} got {got[index]:.8g}, expected {want[index]:.8g}"
         )
-    return worst
+    return float(ratio.max()) if ratio.size else 0.0
 
 
 def check_agreement(label: str, got: list[StepRecord], want: list[StepRecord]) -> float:

@@ -235,6 +235,10 @@ def test_train_check_catches_a_wrong_gradient_or_a_missing_update(train_bench):
     wrong[1].gradients[2][3, 4] *= 1.001
     with pytest.raises(train_bench.Disagreement, match=r"step 2 h2o.weight.grad .* at \(3, 4\)"):
         train_bench.check_agreement("T1 bad", wrong, want)
+    nan = copy.deepcopy(want)
+    nan[0].gradients[0][1, 2] = np.nan
+    with pytest.raises(train_bench.Disagreement, match=r"step 1 i2h.weight.grad .* at \(1, 2\)"):
+        train_bench.check_agreement("T1 bad", nan, want)
     no_update = copy.deepcopy(want)
     no_update[0].updates[1][:] = 0.0  # gradients right, SGD forgot i2h.bias
     with pytest.raises(train_bench.Disagreement, match=r"step 1 i2h.bias update"):
