@@ -266,39 +266,62 @@ def _out_index(idx, dims, keepdim: bool):
     return [zero if d in dims else i for d, i in enumerate(idx) if keepdim or d not in dims]
 
 
+def _accumulator(ctx, out: View) -> View:
+    """Where to sum into: float32 sums accumulate in float64 (a float32 running sum of a million
+    terms loses about two digits; numpy sums pairwise), other dtypes in place."""
+    if out.dtype != np.dtype(np.float32):
+        return out
+    return ctx.scratch(out.shape, np.float64)
+
+
+def _finish_sum(ctx, acc: View, out: View, divisor: int = 1) -> None:
+    k, b = ctx.k, ctx.k.builder
+
+    def store(idx):
+        v = k.load(acc, idx)
+        if divisor != 1:
+            v = b.fdiv(v, k.constant(divisor, acc.dtype))
+        k.store(_convert(b, v, acc.dtype, out.dtype), out, idx)
+
+    if acc is not out or divisor != 1:
+        k.loop_nest(out.shape, store)
+
+
 @lowering("sum", "mean")
 def _sum(ctx, node, out: View, x: View):
     k, b = ctx.k, ctx.k.builder
     dims, keep = _reduce_dims(node, len(x.shape)), node.params.get("keepdim", False)
-    gemm.fill(k, out, k.constant(0, out.dtype))
+    acc = _accumulator(ctx, out)
+    gemm.fill(k, acc, k.constant(0, acc.dtype))
     is_f = out.dtype.kind == "f"
 
     def body(idx):
         o = _out_index(idx, dims, keep)
-        v = _convert(b, k.load(x, idx), x.dtype, out.dtype)
-        acc = k.load(out, o)
-        k.store(b.fadd(acc, v) if is_f else b.add(acc, v), out, o)
+        v = _convert(b, k.load(x, idx), x.dtype, acc.dtype)
+        total = k.load(acc, o)
+        k.store(b.fadd(total, v) if is_f else b.add(total, v), acc, o)
 
     k.loop_nest(x.shape, body, "r")
-    if node.op == "mean":
-        count = int(np.prod([x.shape[d] for d in dims], dtype=np.int64))
-        scale = k.constant(count, out.dtype)
-        k.loop_nest(out.shape, lambda idx: k.store(b.fdiv(k.load(out, idx), scale), out, idx))
+    count = int(np.prod([x.shape[d] for d in dims], dtype=np.int64))
+    _finish_sum(ctx, acc, out, count if node.op == "mean" else 1)
 
 
 @lowering("sum_to")
 def _sum_to(ctx, node, out: View, x: View):
     """Sum a broadcast value back down to `shape` (the gradient of broadcasting)."""
     k, b = ctx.k, ctx.k.builder
-    gemm.fill(k, out, k.constant(0, out.dtype))
+    acc = _accumulator(ctx, out)
+    gemm.fill(k, acc, k.constant(0, acc.dtype))
     lead = len(x.shape) - len(out.shape)
     zero = ir.Constant(I64, 0)
 
     def body(idx):
         o = [zero if out.shape[d] == 1 else idx[lead + d] for d in range(len(out.shape))]
-        k.store(b.fadd(k.load(out, o), k.load(x, idx)), out, o)
+        v = _convert(b, k.load(x, idx), x.dtype, acc.dtype)
+        k.store(b.fadd(k.load(acc, o), v), acc, o)
 
     k.loop_nest(x.shape, body, "r")
+    _finish_sum(ctx, acc, out)
 
 
 @lowering("max", "min", "argmax", "argmin")
