@@ -16,6 +16,8 @@ call. Leftover rows, columns and k steps use smaller tiles or scalar code.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from llvmlite import ir
 
@@ -30,15 +32,23 @@ def max_accumulators() -> int:
     return 24 if "avx512f" in host_features() else 12
 
 
-def prefers_packing(rows: int, b: View, reuse: int = 1) -> bool:
-    """True when C += A @ B should first copy B into row-major form (the axpy kernel).
+def prefers_packing(rows: int, b: View, reuse: int = 1, kept: bool = False) -> bool:
+    """True when C += A @ B, B seen as W.T (contiguous along k), should run as the axpy kernel on
+    a k-major copy of B instead of the dot kernel reading W in place.
 
-    Reading W in place costs a lane sum (~12 instructions) per C element; packing costs ~3 per
-    element of B, paid once for `reuse` products (the steps of a loop).
+    Costs in vector instructions: the dot kernel does a whole number of k vectors per C element
+    and a lane reduction (~3 per C element); the axpy kernel a whole number of column vectors
+    per (row, k). The copy is a transpose (~8 per vector of B), or only a check against a
+    snapshot (~2) when it is `kept` between calls. `reuse`: products per copy (a loop's steps).
     """
-    if b.strides[1] == 1 or b.shape[1] == 1:
+    if b.strides[1] == 1:
         return False
-    return 12 * rows * reuse >= 3 * b.shape[0]
+    depth, n = b.shape
+    lanes = vector_width(b.dtype)
+    dot = rows * n * -(-depth // lanes) + rows * -(-n // lanes) * 3 * lanes
+    axpy = rows * depth * -(-n // lanes)
+    copy = depth * -(-n // lanes) * (2 if kept else 8)
+    return reuse * axpy + copy < reuse * dot
 
 
 def vector_width(dtype) -> int:
@@ -53,22 +63,144 @@ def copy(k: KernelBuilder, src: View, dst: View) -> None:
     k.loop_nest(dst.shape, lambda idx: k.store(k.load(src, idx), dst, idx), "cp")
 
 
+def transpose(k: KernelBuilder, src: View, dst: View) -> None:
+    """dst = src.T for a 2-D src with contiguous rows and a contiguous dst: whole blocks of
+    lanes x lanes are transposed in registers (by one shared helper function, to keep code
+    small), the edges element by element."""
+    rows, cols = src.shape
+    lanes = vector_width(src.dtype)
+    if src.strides[1] != 1 or not dst.is_contiguous or min(rows, cols) < lanes:
+        copy(k, src.transpose((1, 0)), dst)
+        return
+    helper = _transpose_block_function(k.module, src.dtype, lanes)
+    b = k.builder
+    strides = [ir.Constant(I64, src.strides[0]), ir.Constant(I64, dst.strides[0])]
+    full_r, full_c = rows // lanes * lanes, cols // lanes * lanes
+
+    def block(i, j):
+        i0, j0 = b.mul(i, ir.Constant(I64, lanes)), b.mul(j, ir.Constant(I64, lanes))
+        b.call(helper, [k.address(src, [i0, j0]), strides[0], k.address(dst, [j0, i0]), strides[1]])
+
+    k.loop_nest([rows // lanes, cols // lanes], lambda idx: block(*idx), "tb")
+    for r0, r1, c0, c1 in ((full_r, rows, 0, cols), (0, full_r, full_c, cols)):
+        if r1 > r0 and c1 > c0:
+            edge = _sub_view(k, src, r0, r1, c0, c1)
+            copy(k, edge.transpose((1, 0)), _sub_view(k, dst, c0, c1, r0, r1))
+
+
+def _sub_view(k: KernelBuilder, v: View, r0: int, r1: int, c0: int, c1: int) -> View:
+    """v[r0:r1, c0:c1] of a 2-D view."""
+    start = r0 * v.strides[0] + c0 * v.strides[1]
+    return replace(v, offset=_add(k, v.offset, start), shape=(r1 - r0, c1 - c0))
+
+
+def _transpose_block_function(module: ir.Module, dtype, lanes: int) -> ir.Function:
+    """`void f(src, src_row_stride, dst, dst_row_stride)`: one lanes x lanes block transposed."""
+    name = f"transpose.block.{np.dtype(dtype).name}.{lanes}"
+    try:
+        return module.get_global(name)
+    except KeyError:
+        pass
+    fn_type = ir.FunctionType(ir.VoidType(), [ir.PointerType(), I64, ir.PointerType(), I64])
+    fn = ir.Function(module, fn_type, name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    k = KernelBuilder(module, fn)
+    src_ptr, src_stride, dst_ptr, dst_stride = fn.args
+    ety = llvm_type(dtype)
+    b = k.builder
+
+    def row(ptr, stride, r):
+        return b.gep(ptr, [b.mul(stride, ir.Constant(I64, r))], source_etype=ety)
+
+    vty = _vec_type(dtype, lanes)
+    itemsize = np.dtype(dtype).itemsize
+    vecs = [b.load(row(src_ptr, src_stride, r), typ=vty, align=itemsize) for r in range(lanes)]
+    for r, v in enumerate(_transpose_vectors(k, vecs)):
+        b.store(v, row(dst_ptr, dst_stride, r), align=itemsize)
+    b.ret_void()
+    return fn
+
+
+def _transpose_vectors(k: KernelBuilder, vecs: list) -> list:
+    """The transpose of a square matrix held as len(vecs) vectors of as many lanes: each round
+    swaps the off-diagonal blocks of every 2x2 grid of blocks (half the size each round)."""
+    b = k.builder
+    n = len(vecs)
+    i32 = ir.IntType(32)
+    half = n // 2
+    while half:
+        first = [c if c // half % 2 == 0 else n + c - half for c in range(n)]
+        second = [c + half if c // half % 2 == 0 else n + c for c in range(n)]
+        out = list(vecs)
+        for r in range(n):
+            if r // half % 2 == 0:
+                x, y = vecs[r], vecs[r + half]
+                out[r] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, n), first))
+                out[r + half] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, n), second))
+        vecs = out
+        half //= 2
+    return vecs
+
+
+def differs(k: KernelBuilder, x: View, y: View) -> ir.Value:
+    """An i1: true when any bit of 2-D x differs from y (both with contiguous rows). NaNs and
+    signed zeros compare by their bits."""
+    rows, cols = x.shape
+    lanes = vector_width(x.dtype)
+    ity = ir.VectorType(ir.IntType(8 * x.dtype.itemsize), lanes)
+    b = k.builder
+    zero = ir.Constant(ity, None)
+
+    def chunk(i, j0, count, acc):
+        xv = b.bitcast(_vload_n(k, x, [i, j0], lanes, count), ity)
+        yv = b.bitcast(_vload_n(k, y, [i, j0], lanes, count), ity)
+        return b.or_(acc, b.xor(xv, yv))
+
+    def row(i, accs):
+        full, tail = divmod(cols, lanes)
+
+        def step(jc, inner):
+            return [chunk(i, b.mul(jc, ir.Constant(I64, lanes)), lanes, inner[0])]
+
+        acc = k.loop_carry(full, accs, step, "dj")[0]
+        if tail:
+            acc = chunk(i, ir.Constant(I64, full * lanes), tail, acc)
+        return [acc]
+
+    acc = k.loop_carry(rows, [zero], row, "di")[0]
+    name = f"llvm.vector.reduce.or.{type_suffix(ity)}"
+    try:
+        fn = k.module.get_global(name)
+    except KeyError:
+        fn = ir.Function(k.module, ir.FunctionType(ity.element, [ity]), name=name)
+    return b.icmp_unsigned("!=", b.call(fn, [acc]), ir.Constant(ity.element, 0))
+
+
 def fill(k: KernelBuilder, dst: View, value) -> None:
     k.loop_nest(dst.shape, lambda idx: k.store(value, dst, idx), "fill")
 
 
 def accumulate(
-    k: KernelBuilder, a: View, b: View, c: View, init: View | None = None, activation=None
+    k: KernelBuilder,
+    a: View,
+    b: View,
+    c: View,
+    init: View | None = None,
+    activation=None,
+    reverse: ir.Value | None = None,
 ) -> None:
     """c = activation(start + a @ b) for 2-D float views of one dtype, where start is `init`
     (broadcast to c) or c's own contents. The epilogue (init, activation) is fused into the
-    kernel, on values still in registers, where the kernel allows it."""
-    fusable_init = init is None or init.strides[-1] == 1 or init.shape[-1] == 1
+    kernel, on values still in registers, where the kernel allows it. `reverse` (an i1, or None)
+    runs the k steps backwards: a loop alternating it over its steps finds in cache the weights it
+    read last (a fixed order per step; only the rounding order changes)."""
+    fusable_init = init is None or init.strides[-1] in (0, 1) or init.shape[-1] == 1
     if b.strides[0] == 1 and a.strides[1] == 1 and fusable_init:
         _dot_kernel(k, a, b, c, init, activation)
         return
     if b.strides[1] == 1 and a.shape[1] <= KC and fusable_init:
-        _axpy_kernel(k, a, b, c, init, activation)
+        _axpy_kernel(k, a, b, c, init, activation, reverse)
         return
     if init is not None:
         copy(k, init.broadcast_to(c.shape), c)
@@ -112,6 +244,36 @@ def _vload_head(k: KernelBuilder, view: View, indices, lanes: int, count: int) -
 
 def _vstore(k: KernelBuilder, value: ir.Value, view: View, indices) -> None:
     k.builder.store(value, k.address(view, indices), align=view.dtype.itemsize)
+
+
+def _vload_n(k: KernelBuilder, view: View, indices, lanes: int, count: int) -> ir.Value:
+    """`count` elements along the last dim from view[indices] in a vector of `lanes` (the rest
+    zero); a last dim of stride 0 (a broadcast) gives the one element in every lane."""
+    if view.strides[-1] == 0:
+        return _splat(k, k.load(view, indices), lanes)
+    if count == lanes:
+        return _vload(k, view, indices, lanes)
+    return _vload_head(k, view, indices, lanes, count)
+
+
+def _vstore_n(k: KernelBuilder, value: ir.Value, view: View, indices, count: int) -> None:
+    """Store the first `count` lanes of `value` at view[indices] on (contiguous last dim)."""
+    lanes = value.type.count
+    if count == lanes:
+        _vstore(k, value, view, indices)
+        return
+    name = f"llvm.masked.store.{type_suffix(value.type)}.p0"
+    try:
+        fn = k.module.get_global(name)
+    except KeyError:
+        fn_type = ir.FunctionType(
+            ir.VoidType(),
+            [value.type, ir.PointerType(), ir.IntType(32), ir.VectorType(ir.IntType(1), lanes)],
+        )
+        fn = ir.Function(k.module, fn_type, name=name)
+    mask = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * count + [0] * (lanes - count))
+    align = ir.Constant(ir.IntType(32), view.dtype.itemsize)
+    k.builder.call(fn, [value, k.address(view, indices), align, mask])
 
 
 def _splat(k: KernelBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
@@ -240,79 +402,101 @@ def _reduce_lanes(k: KernelBuilder, accs: list) -> ir.Value:
 # ---- axpy form: C[i, :] += A[i, k] * B[k, :] ---------------------------------------------------
 
 
-def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None) -> None:
+def _axpy_kernel(
+    k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None, reverse=None
+) -> None:
     """Cache-blocked: for each block of KC k-steps and each panel of B columns (which then stays
-    in L2), every MR-row tile of C accumulates in registers."""
+    in cache), every MR-row tile of C accumulates in registers. Few rows (a matrix-vector
+    product) leave registers free: independent sums over interleaved k steps use them, so the
+    FMAs do not wait on each other. A last partial vector of columns is masked."""
     m, depth = a.shape
     n = c.shape[1]
     lanes = vector_width(c.dtype)
-    vectors = n // lanes
-    nv = min(vectors, 8 if m < 4 else 4)
-    mr = max(1, min(m, max_accumulators() // max(nv, 1), 6))
+    nv = min(-(-n // lanes), 8 if m < 4 else 4)
+    mr = max(1, min(m, max_accumulators() // nv, 6))
     bld = k.builder
-
     assert (init is None and activation is None) or depth <= KC, "fused only in one k block"
     source = c if init is None else init.broadcast_to(c.shape)
+    if depth == 0:
+        copy(k, source, c)
+        if activation is not None:
+            k.loop_nest(c.shape, lambda idx: k.store(activation(k.load(c, idx)), c, idx), "act")
+        return
+    zero = ir.Constant(_vec_type(c.dtype, lanes), None)
 
-    def tile(i0, rows, j0, nvec, k0, steps):
-        cols = [bld.add(j0, ir.Constant(I64, v * lanes)) for v in range(nvec)]
-        start = [
-            _vload(k, source, [_add(k, i0, r), cols[v]], lanes)
-            for r in range(rows)
-            for v in range(nvec)
-        ]
+    def tile(i0, rows, j0, width, k0, steps):
+        counts = [min(lanes, width - v) for v in range(0, width, lanes)]
+        nvec = len(counts)
+        cols = [_add(k, j0, v * lanes) for v in range(nvec)]
+        tile_size = rows * nvec
+        split = max(1, min(4, steps, max_accumulators() // tile_size))
 
-        def step(p, accs):
+        def kstep(p, accs):
+            if reverse is not None:
+                p = bld.select(reverse, bld.sub(ir.Constant(I64, steps - 1), p), p)
             p = bld.add(p, k0)
-            bvs = [_vload(k, b, [p, cols[v]], lanes) for v in range(nvec)]
+            bvs = [_vload_n(k, b, [p, cols[v]], lanes, counts[v]) for v in range(nvec)]
             out = []
             for r in range(rows):
                 a_s = _splat(k, k.load(a, [_add(k, i0, r), p]), lanes)
                 out += [_fma(k, a_s, bvs[v], accs[r * nvec + v]) for v in range(nvec)]
             return out
 
-        accs = k.loop_carry(steps, start, step, "p")
-        if activation is not None:
-            accs = [activation(acc) for acc in accs]
+        def group(g, accs):
+            base = bld.mul(g, ir.Constant(I64, split))
+            out = []
+            for s in range(split):
+                out += kstep(_add(k, base, s), accs[s * tile_size : (s + 1) * tile_size])
+            return out
+
+        start = [
+            _vload_n(k, source, [_add(k, i0, r), cols[v]], lanes, counts[v])
+            for r in range(rows)
+            for v in range(nvec)
+        ]
+        groups, rest = divmod(steps, split)
+        accs = k.loop_carry(groups, start + [zero] * (tile_size * (split - 1)), group, "p")
+        sums = [accs[s * tile_size : (s + 1) * tile_size] for s in range(split)]
+        for s in range(rest):
+            sums[0] = kstep(ir.Constant(I64, groups * split + s), sums[0])
+        while len(sums) > 1:  # add the independent sums pairwise
+            pairs = zip(sums[0::2], sums[1::2], strict=False)
+            sums = [[bld.fadd(x, y) for x, y in zip(p, q, strict=True)] for p, q in pairs] + (
+                [sums[-1]] if len(sums) % 2 else []
+            )
+        if activation is not None and tile_size == 1:
+            sums[0] = [activation(sums[0][0])]
         for r in range(rows):
             for v in range(nvec):
-                _vstore(k, accs[r * nvec + v], c, [_add(k, i0, r), cols[v]])
+                _vstore_n(k, sums[0][r * nvec + v], c, [_add(k, i0, r), cols[v]], counts[v])
+        if activation is not None and tile_size > 1:  # one copy of its code, in a loop
+            _activate(k, c, i0, rows, j0, counts, activation)
 
-    if nv:
-        block = nv * lanes
+    def k_block(k0, steps):
+        def panel(j0, width):
+            _blocked(k, m, mr, lambda i0, rows: tile(i0, rows, j0, width, k0, steps), "mi")
 
-        def k_block(k0, steps):
-            def panel(j0, cols):
-                _blocked(
-                    k, m, mr, lambda i0, rows: tile(i0, rows, j0, cols // lanes, k0, steps), "mi"
-                )
+        _blocked(k, n, nv * lanes, panel, "nv")
 
-            _blocked(k, vectors * lanes, block, panel, "nv")
+    _blocked(k, depth, KC, k_block, "kb")
 
-        _blocked(k, depth, KC, k_block, "kb")
-    done = vectors * lanes
-    if done < n:  # columns left over after whole vectors
-        tail_b = View(
-            b.ptr, _add(k, b.offset, done * b.strides[1]), (depth, n - done), b.strides, b.dtype
-        )
-        tail_c = View(
-            c.ptr, _add(k, c.offset, done * c.strides[1]), (m, n - done), c.strides, c.dtype
-        )
-        if init is not None:
-            tail_init = init.broadcast_to(c.shape)
-            tail_init = View(
-                tail_init.ptr,
-                _add(k, tail_init.offset, done * tail_init.strides[1]),
-                tail_c.shape,
-                tail_init.strides,
-                tail_init.dtype,
-            )
-            copy(k, tail_init, tail_c)
-        scalar_kernel(k, a, tail_b, tail_c)
-        if activation is not None:
-            k.loop_nest(
-                tail_c.shape, lambda idx: k.store(activation(k.load(tail_c, idx)), tail_c, idx)
-            )
+
+def _activate(k: KernelBuilder, c: View, i0, rows: int, j0, counts: list, activation) -> None:
+    """c = activation(c) on a tile of rows x vectors (`counts`: lanes used in each vector)."""
+    lanes = counts[0]
+    full = sum(1 for n in counts if n == lanes)
+
+    def apply(i, j, count):
+        _vstore_n(k, activation(_vload_n(k, c, [i, j], lanes, count)), c, [i, j], count)
+
+    def row(r):
+        i = k.builder.add(i0, r)
+        step = ir.Constant(I64, lanes)
+        k.loop(full, lambda v: apply(i, k.builder.add(j0, k.builder.mul(v, step)), lanes), "av")
+        if full < len(counts):
+            apply(i, _add(k, j0, full * lanes), counts[-1])
+
+    k.loop(rows, row, "ar")
 
 
 # ---- anything else -----------------------------------------------------------------------------

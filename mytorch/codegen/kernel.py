@@ -72,6 +72,10 @@ class View:
     shape: tuple[int, ...]
     strides: tuple[int, ...]
     dtype: np.dtype
+    # The graph input index of the parameter this views, if it views one: a parameter usually
+    # keeps its bits from call to call, so a packed copy kept between calls (checked against a
+    # snapshot of the parameter every call) pays.
+    param: int | None = None
 
     @property
     def size(self) -> int:
@@ -140,12 +144,11 @@ class KernelBuilder:
         """view[..., index, ...] on `dim` (a dynamic index), dropping that dim."""
         b = self.builder
         step = b.mul(index, ir.Constant(I64, view.strides[dim]))
-        return View(
-            view.ptr,
-            b.add(view.offset, step),
-            view.shape[:dim] + view.shape[dim + 1 :],
-            view.strides[:dim] + view.strides[dim + 1 :],
-            view.dtype,
+        return replace(
+            view,
+            offset=b.add(view.offset, step),
+            shape=view.shape[:dim] + view.shape[dim + 1 :],
+            strides=view.strides[:dim] + view.strides[dim + 1 :],
         )
 
     # ---- loops -----------------------------------------------------------------------------------
