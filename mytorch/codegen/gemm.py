@@ -470,7 +470,10 @@ def _axpy_kernel(
             for v in range(nvec):
                 _vstore_n(k, sums[0][r * nvec + v], c, [_add(k, i0, r), cols[v]], counts[v])
         if activation is not None and tile_size > 1:  # one copy of its code, in a loop
-            _activate(k, c, i0, rows, j0, counts, activation)
+            # In a loop of steps alternating direction, the next step first reads the end of
+            # this result that this step read last: finish that end first.
+            backwards = None if reverse is None else bld.not_(reverse)
+            _activate(k, c, i0, rows, j0, counts, activation, backwards)
 
     def k_block(k0, steps):
         def panel(j0, width):
@@ -481,18 +484,26 @@ def _axpy_kernel(
     _blocked(k, depth, KC, k_block, "kb")
 
 
-def _activate(k: KernelBuilder, c: View, i0, rows: int, j0, counts: list, activation) -> None:
-    """c = activation(c) on a tile of rows x vectors (`counts`: lanes used in each vector)."""
+def _activate(
+    k: KernelBuilder, c: View, i0, rows: int, j0, counts: list, activation, backwards=None
+) -> None:
+    """c = activation(c) on a tile of rows x vectors (`counts`: lanes used in each vector),
+    the whole vectors last to first where `backwards` (an i1) holds."""
     lanes = counts[0]
     full = sum(1 for n in counts if n == lanes)
+    b = k.builder
 
     def apply(i, j, count):
         _vstore_n(k, activation(_vload_n(k, c, [i, j], lanes, count)), c, [i, j], count)
 
+    def vector(i, v):
+        if backwards is not None:
+            v = b.select(backwards, b.sub(ir.Constant(I64, full - 1), v), v)
+        apply(i, b.add(j0, b.mul(v, ir.Constant(I64, lanes))), lanes)
+
     def row(r):
-        i = k.builder.add(i0, r)
-        step = ir.Constant(I64, lanes)
-        k.loop(full, lambda v: apply(i, k.builder.add(j0, k.builder.mul(v, step)), lanes), "av")
+        i = b.add(i0, r)
+        k.loop(full, lambda v: vector(i, v), "av")
         if full < len(counts):
             apply(i, _add(k, j0, full * lanes), counts[-1])
 
