@@ -16,7 +16,8 @@ call. Leftover rows, columns and k steps use smaller tiles or scalar code.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 from llvmlite import ir
@@ -25,6 +26,8 @@ from .kernel import I64, KernelBuilder, View, intrinsic, llvm_type, type_suffix
 from .runtime import host_features
 
 KC = 256  # k-steps per cache block: a 256 x 64 panel of B (64 KiB in float32) stays in L2
+# Up to this size of B, running k backwards on alternate calls leaves much of B in L1 (48 KiB)
+L1_REUSE_BYTES = 96 * 1024
 
 
 def max_accumulators() -> int:
@@ -209,7 +212,20 @@ def accumulate(
     else:
         scalar_kernel(k, a, b, c)
     if activation is not None:
-        k.loop_nest(c.shape, lambda idx: k.store(activation(k.load(c, idx)), c, idx), "act")
+        _activate_all(k, c, activation)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A nonlinearity for a product's epilogue: `emit(builder, value)` on a scalar or a vector;
+    `name` names its helper function in a module."""
+
+    name: str
+    emit: Callable[[ir.IRBuilder, ir.Value], ir.Value]
+
+
+def _activate_all(k: KernelBuilder, c: View, activation: Activation) -> None:
+    k.loop_nest(c.shape, lambda idx: k.store(activation.emit(k.builder, k.load(c, idx)), c, idx))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -227,19 +243,30 @@ def _vload(k: KernelBuilder, view: View, indices, lanes: int) -> ir.Value:
 
 def _vload_head(k: KernelBuilder, view: View, indices, lanes: int, count: int) -> ir.Value:
     """Like `_vload`, but only the first `count` lanes are read; the others are zero."""
-    vec = _vec_type(view.dtype, lanes)
-    fn_type = ir.FunctionType(
-        vec, [ir.PointerType(), ir.IntType(32), ir.VectorType(ir.IntType(1), lanes), vec]
-    )
-    name = f"llvm.masked.load.{type_suffix(vec)}.p0"
-    try:
-        fn = k.module.get_global(name)
-    except KeyError:
-        fn = ir.Function(k.module, fn_type, name=name)
     mask = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * count + [0] * (lanes - count))
-    align = ir.Constant(ir.IntType(32), view.dtype.itemsize)
-    zero = ir.Constant(vec, [0.0] * lanes)
-    return k.builder.call(fn, [k.address(view, indices), align, mask, zero])
+    vec = _vec_type(view.dtype, lanes)
+    return _masked_load(k.builder, k.address(view, indices), mask, vec, view.dtype.itemsize)
+
+
+def _masked_load(b: ir.IRBuilder, ptr, mask, vec: ir.VectorType, align: int) -> ir.Value:
+    """The lanes of `vec` at ptr where `mask` holds, zero elsewhere (the others are not read)."""
+    name = f"llvm.masked.load.{type_suffix(vec)}.p0"
+    fn = b.module.globals.get(name)
+    if fn is None:
+        args = [ir.PointerType(), ir.IntType(32), mask.type, vec]
+        fn = ir.Function(b.module, ir.FunctionType(vec, args), name=name)
+    zero = ir.Constant(vec, None)
+    return b.call(fn, [ptr, ir.Constant(ir.IntType(32), align), mask, zero])
+
+
+def _masked_store(b: ir.IRBuilder, value, ptr, mask, align: int) -> None:
+    """Store the lanes of `value` where `mask` holds (the others are not written)."""
+    name = f"llvm.masked.store.{type_suffix(value.type)}.p0"
+    fn = b.module.globals.get(name)
+    if fn is None:
+        args = [value.type, ir.PointerType(), ir.IntType(32), mask.type]
+        fn = ir.Function(b.module, ir.FunctionType(ir.VoidType(), args), name=name)
+    b.call(fn, [value, ptr, ir.Constant(ir.IntType(32), align), mask])
 
 
 def _vstore(k: KernelBuilder, value: ir.Value, view: View, indices) -> None:
@@ -262,18 +289,8 @@ def _vstore_n(k: KernelBuilder, value: ir.Value, view: View, indices, count: int
     if count == lanes:
         _vstore(k, value, view, indices)
         return
-    name = f"llvm.masked.store.{type_suffix(value.type)}.p0"
-    try:
-        fn = k.module.get_global(name)
-    except KeyError:
-        fn_type = ir.FunctionType(
-            ir.VoidType(),
-            [value.type, ir.PointerType(), ir.IntType(32), ir.VectorType(ir.IntType(1), lanes)],
-        )
-        fn = ir.Function(k.module, fn_type, name=name)
     mask = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * count + [0] * (lanes - count))
-    align = ir.Constant(ir.IntType(32), view.dtype.itemsize)
-    k.builder.call(fn, [value, k.address(view, indices), align, mask])
+    _masked_store(k.builder, value, k.address(view, indices), mask, view.dtype.itemsize)
 
 
 def _splat(k: KernelBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
@@ -348,13 +365,13 @@ def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View, init=None, activati
         start = c if init is None else init.broadcast_to(c.shape)
         if cols == sums.type.count:
             value = k.builder.fadd(_vload(k, start, [i, j0], cols), sums)
-            _vstore(k, activation(value) if activation else value, c, [i, j0])
+            _vstore(k, activation.emit(k.builder, value) if activation else value, c, [i, j0])
         else:
             for j in range(cols):
                 total = k.builder.extract_element(sums, ir.Constant(ir.IntType(32), j))
                 idx = [i, _add(k, j0, j)]
                 value = k.builder.fadd(k.load(start, idx), total)
-                k.store(activation(value) if activation else value, c, idx)
+                k.store(activation.emit(k.builder, value) if activation else value, c, idx)
 
     k.loop(m, lambda i: _blocked(k, n, nj, lambda j0, cols: tile(i, j0, cols), "nj"), "mi")
 
@@ -417,10 +434,12 @@ def _axpy_kernel(
     bld = k.builder
     assert (init is None and activation is None) or depth <= KC, "fused only in one k block"
     source = c if init is None else init.broadcast_to(c.shape)
+    if depth * n * c.dtype.itemsize > L1_REUSE_BYTES:
+        reverse = None  # the next step would not find enough of B in L1 anyway
     if depth == 0:
         copy(k, source, c)
         if activation is not None:
-            k.loop_nest(c.shape, lambda idx: k.store(activation(k.load(c, idx)), c, idx), "act")
+            _activate_all(k, c, activation)
         return
     zero = ir.Constant(_vec_type(c.dtype, lanes), None)
 
@@ -465,7 +484,7 @@ def _axpy_kernel(
                 [sums[-1]] if len(sums) % 2 else []
             )
         if activation is not None and tile_size == 1:
-            sums[0] = [activation(sums[0][0])]
+            sums[0] = [activation.emit(bld, sums[0][0])]
         for r in range(rows):
             for v in range(nvec):
                 _vstore_n(k, sums[0][r * nvec + v], c, [_add(k, i0, r), cols[v]], counts[v])
@@ -487,27 +506,49 @@ def _axpy_kernel(
 def _activate(
     k: KernelBuilder, c: View, i0, rows: int, j0, counts: list, activation, backwards=None
 ) -> None:
-    """c = activation(c) on a tile of rows x vectors (`counts`: lanes used in each vector),
-    the whole vectors last to first where `backwards` (an i1) holds."""
+    """c = activation(c) on a tile of rows x vectors (`counts`: lanes used in each vector), the
+    whole vectors last to first where `backwards` (an i1) holds. One helper function per module
+    does it: inlined, its constants would be hoisted and held in registers the kernel needs."""
     lanes = counts[0]
     full = sum(1 for n in counts if n == lanes)
+    tail = counts[-1] if counts[-1] < lanes else 0
+    fn = _activation_function(k.module, activation, c.dtype, lanes)
     b = k.builder
+    flag = ir.Constant(ir.IntType(1), 0) if backwards is None else backwards
+    sizes = [ir.Constant(I64, full), ir.Constant(I64, tail)]
+    k.loop(rows, lambda r: b.call(fn, [k.address(c, [b.add(i0, r), j0]), *sizes, flag]), "ar")
 
-    def apply(i, j, count):
-        _vstore_n(k, activation(_vload_n(k, c, [i, j], lanes, count)), c, [i, j], count)
 
-    def vector(i, v):
-        if backwards is not None:
-            v = b.select(backwards, b.sub(ir.Constant(I64, full - 1), v), v)
-        apply(i, b.add(j0, b.mul(v, ir.Constant(I64, lanes))), lanes)
+def _activation_function(module: ir.Module, activation, dtype, lanes: int) -> ir.Function:
+    """`void f(ptr p, i64 full, i64 tail, i1 backwards)`: p[...] = activation(p[...]) on `full`
+    whole vectors (last to first if `backwards`), then on the first `tail` lanes of the next."""
+    dtype = np.dtype(dtype)
+    name = f"activation.{activation.name}.{dtype.name}.{lanes}"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    fn_type = ir.FunctionType(ir.VoidType(), [ir.PointerType(), I64, I64, ir.IntType(1)])
+    fn = ir.Function(module, fn_type, name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    k = KernelBuilder(module, fn)
+    b = k.builder
+    ptr, full, tail, backwards = fn.args
+    vec, ety, align = _vec_type(dtype, lanes), llvm_type(dtype), dtype.itemsize
 
-    def row(r):
-        i = b.add(i0, r)
-        k.loop(full, lambda v: vector(i, v), "av")
-        if full < len(counts):
-            apply(i, _add(k, j0, full * lanes), counts[-1])
+    def vector(v):
+        v = b.select(backwards, b.sub(b.sub(full, ir.Constant(I64, 1)), v), v)
+        at = b.gep(ptr, [b.mul(v, ir.Constant(I64, lanes))], source_etype=ety)
+        b.store(activation.emit(b, b.load(at, typ=vec, align=align)), at, align=align)
 
-    k.loop(rows, row, "ar")
+    k.loop(full, vector, "v")
+    with b.if_then(b.icmp_signed(">", tail, ir.Constant(I64, 0))):
+        at = b.gep(ptr, [b.mul(full, ir.Constant(I64, lanes))], source_etype=ety)
+        iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+        mask = b.icmp_signed("<", iota, _splat(k, tail, lanes))
+        _masked_store(b, activation.emit(b, _masked_load(b, at, mask, vec, align)), at, mask, align)
+    b.ret_void()
+    return fn
 
 
 # ---- anything else -----------------------------------------------------------------------------

@@ -610,17 +610,16 @@ def _promote(ctx, v: View, dtype) -> View:
     return tmp
 
 
-def _activation(ctx, nonlinearity: str):
-    """The cell's nonlinearity as a function on values (scalars or vectors)."""
-    b = ctx.k.builder
+def _activation(ctx, nonlinearity: str) -> gemm.Activation:
+    """The cell's nonlinearity, emitted on values (scalars or vectors)."""
 
-    def apply(v):
+    def emit(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
         if nonlinearity == "tanh":
-            return ctx.math("tanh", v)
+            return emit_math(b, b.module, "tanh", v)
         zero = ir.Constant(v.type, None)  # relu: NaN stays NaN, as np.maximum(x, 0)
         return b.select(b.fcmp_ordered("<", v, zero), zero, v)
 
-    return apply
+    return gemm.Activation(nonlinearity, emit)
 
 
 @lowering("rnn_cell")
