@@ -13,7 +13,7 @@ import pytest
 
 import mytorch
 from mytorch import Tensor, nn
-from mytorch.codegen import gemm, runtime
+from mytorch.codegen import gemm, mathfns, runtime
 from tests.ir.programs import RNN
 
 F32 = np.float32
@@ -79,6 +79,7 @@ def use_isa(monkeypatch, isa: str) -> None:
         return target.create_target_machine(cpu=cpu, features="", opt=3, jit=True)
 
     monkeypatch.setattr(gemm, "host_features", lambda: features)
+    monkeypatch.setattr(mathfns, "host_features", lambda: features)
     monkeypatch.setattr(runtime, "target_machine", target_machine)
 
 
