@@ -66,13 +66,60 @@ def copy(k: KernelBuilder, src: View, dst: View) -> None:
     k.loop_nest(dst.shape, lambda idx: k.store(k.load(src, idx), dst, idx), "cp")
 
 
+@dataclass(frozen=True)
+class Panels:
+    """A K x N matrix B stored as panels of columns: panel q holds columns [q*width, (q+1)*width)
+    as a K x width block, rows `width` apart (the last panel may use fewer columns). The axpy
+    kernel then reads a panel's rows one after another: one stream over few pages, where the
+    rows of a wide row-major B are each on a page of their own."""
+
+    view: View  # (panels, K, width), contiguous
+    n: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.view.shape[1], self.n)
+
+    @property
+    def width(self) -> int:
+        return self.view.shape[2]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.view.dtype
+
+    def panel(self, k: KernelBuilder, q: ir.Value) -> View:
+        """Panel q as a K x width view."""
+        return k.offset_view(self.view, 0, q)
+
+
+def panel_width(rows: int, n: int, dtype) -> int:
+    """The columns of C (and B) the axpy kernel keeps in registers at once for `rows` rows."""
+    lanes = vector_width(dtype)
+    return min(-(-n // lanes), 8 if rows < 4 else 4) * lanes
+
+
+def pack_panels(k: KernelBuilder, w: View, dst: Panels) -> None:
+    """dst = w.T for an N x K matrix w with contiguous rows (a weight used as W.T)."""
+    width = dst.width
+
+    def panel(j0, cols):
+        q = k.builder.udiv(j0, ir.Constant(I64, width))
+        start = k.builder.add(w.offset, k.builder.mul(j0, ir.Constant(I64, w.strides[0])))
+        rows = replace(w, offset=start, shape=(cols, w.shape[1]))
+        block = dst.panel(k, q)
+        transpose(k, rows, replace(block, shape=(block.shape[0], cols)))
+
+    _blocked(k, dst.n, width, panel, "pq")
+
+
 def transpose(k: KernelBuilder, src: View, dst: View) -> None:
-    """dst = src.T for a 2-D src with contiguous rows and a contiguous dst: whole blocks of
-    lanes x lanes are transposed in registers (by one shared helper function, to keep code
-    small), the edges element by element."""
+    """dst = src.T for 2-D views with contiguous rows: whole blocks of lanes x lanes are
+    transposed in registers (by one shared helper function, to keep code small), the edges
+    element by element."""
     rows, cols = src.shape
     lanes = vector_width(src.dtype)
-    if src.strides[1] != 1 or not dst.is_contiguous or min(rows, cols) < lanes:
+    if src.strides[1] != 1 or dst.strides[1] != 1 or min(rows, cols) < lanes:
         copy(k, src.transpose((1, 0)), dst)
         return
     helper = _transpose_block_function(k.module, src.dtype, lanes)
@@ -199,15 +246,16 @@ def accumulate(
     runs the k steps backwards: a loop alternating it over its steps finds in cache the weights it
     read last (a fixed order per step; only the rounding order changes)."""
     fusable_init = init is None or init.strides[-1] in (0, 1) or init.shape[-1] == 1
-    if b.strides[0] == 1 and a.strides[1] == 1 and fusable_init:
+    rows_contiguous = isinstance(b, Panels) or b.strides[1] == 1
+    if not isinstance(b, Panels) and b.strides[0] == 1 and a.strides[1] == 1 and fusable_init:
         _dot_kernel(k, a, b, c, init, activation)
         return
-    if b.strides[1] == 1 and a.shape[1] <= KC and fusable_init:
+    if rows_contiguous and a.shape[1] <= KC and fusable_init:
         _axpy_kernel(k, a, b, c, init, activation, reverse)
         return
     if init is not None:
         copy(k, init.broadcast_to(c.shape), c)
-    if b.strides[1] == 1:
+    if rows_contiguous:
         _axpy_kernel(k, a, b, c)
     else:
         scalar_kernel(k, a, b, c)
@@ -429,7 +477,8 @@ def _axpy_kernel(
     m, depth = a.shape
     n = c.shape[1]
     lanes = vector_width(c.dtype)
-    nv = min(-(-n // lanes), 8 if m < 4 else 4)
+    panels = b if isinstance(b, Panels) else None
+    nv = panels.width // lanes if panels else panel_width(m, n, c.dtype) // lanes
     mr = max(1, min(m, max_accumulators() // nv, 6))
     bld = k.builder
     assert (init is None and activation is None) or depth <= KC, "fused only in one k block"
@@ -443,10 +492,12 @@ def _axpy_kernel(
         return
     zero = ir.Constant(_vec_type(c.dtype, lanes), None)
 
-    def tile(i0, rows, j0, width, k0, steps):
+    def tile(i0, rows, j0, width, k0, steps, bp: View, bj0):
+        """C[i0:i0+rows, j0:j0+width] from the columns of bp from bj0 on."""
         counts = [min(lanes, width - v) for v in range(0, width, lanes)]
         nvec = len(counts)
         cols = [_add(k, j0, v * lanes) for v in range(nvec)]
+        bcols = [_add(k, bj0, v * lanes) for v in range(nvec)]
         tile_size = rows * nvec
         split = max(1, min(4, steps, max_accumulators() // tile_size))
 
@@ -454,7 +505,7 @@ def _axpy_kernel(
             if reverse is not None:
                 p = bld.select(reverse, bld.sub(ir.Constant(I64, steps - 1), p), p)
             p = bld.add(p, k0)
-            bvs = [_vload_n(k, b, [p, cols[v]], lanes, counts[v]) for v in range(nvec)]
+            bvs = [_vload_n(k, bp, [p, bcols[v]], lanes, counts[v]) for v in range(nvec)]
             out = []
             for r in range(rows):
                 a_s = _splat(k, k.load(a, [_add(k, i0, r), p]), lanes)
@@ -496,7 +547,16 @@ def _axpy_kernel(
 
     def k_block(k0, steps):
         def panel(j0, width):
-            _blocked(k, m, mr, lambda i0, rows: tile(i0, rows, j0, width, k0, steps), "mi")
+            if panels:
+                q = bld.udiv(j0, ir.Constant(I64, nv * lanes))
+                bp, bj0 = panels.panel(k, q), ir.Constant(I64, 0)
+            else:
+                bp, bj0 = b, j0
+
+            def row_tile(i0, rows):
+                tile(i0, rows, j0, width, k0, steps, bp, bj0)
+
+            _blocked(k, m, mr, row_tile, "mi")
 
         _blocked(k, n, nv * lanes, panel, "nv")
 

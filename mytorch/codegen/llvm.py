@@ -83,8 +83,8 @@ class GraphLowering:
         """The byte offset in the workspace of a buffer made by `scratch`."""
         return self._scratch_offsets[id(view.ptr)]
 
-    def existing_copy(self, view: View) -> View | None:
-        """A contiguous copy of `view` made earlier in a scope that is still open, if any."""
+    def existing_copy(self, view: View) -> View | gemm.Panels | None:
+        """A copy of `view` made earlier in a scope that is still open, if any."""
         key = _key(view)
         for scope in reversed(self._packed):
             if key in scope:
@@ -106,18 +106,21 @@ class GraphLowering:
         self._packed[-1][_key(view)] = packed
         return packed
 
-    def kept_transpose(self, view: View) -> View:
-        """A contiguous copy of `view`, a parameter's matrix W seen as W.T, that stays in the
-        workspace between calls. It is rebuilt only on calls where the parameter's bits differ
-        from the snapshot taken at the last rebuild (see `_param_changed`), so a live parameter
-        changed in place is still seen."""
+    def kept_transpose(self, view: View, rows: int) -> gemm.Panels:
+        """A copy of `view`, a parameter's matrix W seen as W.T, in column panels for products
+        with `rows` rows of A (see `gemm.Panels`), that stays in the workspace between calls. It
+        is rebuilt only on calls where the parameter's bits differ from the snapshot taken at the
+        last rebuild (see `_param_changed`), so a live parameter changed in place is still seen."""
         existing = self.existing_copy(view)
         if existing is not None:
             return existing
         changed = self._param_changed(view.param)
-        packed = self.scratch(view.shape, view.dtype)
+        depth, n = view.shape
+        width = gemm.panel_width(rows, n, view.dtype)
+        shape = (-(-n // width), depth, width)
+        packed = gemm.Panels(self.scratch(shape, view.dtype), n)
         with self.k.builder.if_then(changed, likely=False):
-            gemm.transpose(self.k, view.transpose((1, 0)), packed)
+            gemm.pack_panels(self.k, view.transpose((1, 0)), packed)
         self._packed[-1][_key(view)] = packed
         return packed
 

@@ -579,7 +579,7 @@ def _product(ctx, a: View, b: View, c: View, init=None, activation=None) -> None
     if packed is not None:
         b = packed
     elif gemm.prefers_packing(a.shape[0], b, kept=_keep(b)):
-        b = ctx.kept_transpose(b) if _keep(b) else ctx.contiguous(b)
+        b = ctx.kept_transpose(b, a.shape[0]) if _keep(b) else ctx.contiguous(b)
     elif b.strides[0] == 1:  # the dot form reads rows of A as vectors
         a = ctx.contiguous(a)
     gemm.accumulate(ctx.k, a, b, c, init, activation, ctx.reverse_k)
@@ -651,7 +651,7 @@ def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
             continue
         w_t = w.transpose((1, 0))
         if gemm.prefers_packing(rows, w_t, reuse=xs.shape[0], kept=_keep(w_t)):
-            ctx.kept_transpose(w_t) if _keep(w_t) else ctx.contiguous(w_t)
+            ctx.kept_transpose(w_t, rows) if _keep(w_t) else ctx.contiguous(w_t)
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
     ty = llvm_type(h0.dtype)
 
