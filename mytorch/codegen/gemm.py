@@ -26,6 +26,8 @@ from .kernel import I64, KernelBuilder, View, intrinsic, llvm_type, type_suffix
 from .runtime import host_features
 
 KC = 256  # k-steps per cache block: a 256 x 64 panel of B (64 KiB in float32) stays in L2
+# A block of A this large stays in L2 (2 MiB here) next to a panel of B and C's rows
+L2_BLOCK_BYTES = 512 * 1024
 # Up to this size of B, running k backwards on alternate calls leaves much of B in L1 (48 KiB)
 L1_REUSE_BYTES = 96 * 1024
 
@@ -545,20 +547,26 @@ def _axpy_kernel(
             backwards = None if reverse is None else bld.not_(reverse)
             _activate(k, c, i0, rows, j0, counts, activation, backwards)
 
+    # Rows of A per block: a block of A (rows x KC) stays in L2 while every panel of B uses it.
+    mc = max(mr, L2_BLOCK_BYTES // (min(depth, KC) * c.dtype.itemsize) // mr * mr)
+
     def k_block(k0, steps):
-        def panel(j0, width):
-            if panels:
-                q = bld.udiv(j0, ir.Constant(I64, nv * lanes))
-                bp, bj0 = panels.panel(k, q), ir.Constant(I64, 0)
-            else:
-                bp, bj0 = b, j0
+        def row_block(i1, block_rows):
+            def panel(j0, width):
+                if panels:
+                    q = bld.udiv(j0, ir.Constant(I64, nv * lanes))
+                    bp, bj0 = panels.panel(k, q), ir.Constant(I64, 0)
+                else:
+                    bp, bj0 = b, j0
 
-            def row_tile(i0, rows):
-                tile(i0, rows, j0, width, k0, steps, bp, bj0)
+                def row_tile(i0, rows):
+                    tile(bld.add(i1, i0), rows, j0, width, k0, steps, bp, bj0)
 
-            _blocked(k, m, mr, row_tile, "mi")
+                _blocked(k, block_rows, mr, row_tile, "mi")
 
-        _blocked(k, n, nv * lanes, panel, "nv")
+            _blocked(k, n, nv * lanes, panel, "nv")
+
+        _blocked(k, m, mc, row_block, "mb")
 
     _blocked(k, depth, KC, k_block, "kb")
 
