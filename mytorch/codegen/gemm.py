@@ -25,7 +25,7 @@ from llvmlite import ir
 from .kernel import I64, KernelBuilder, View, intrinsic, llvm_type, type_suffix
 from .runtime import host_features
 
-KC = 256  # k-steps per cache block: a 256 x 64 panel of B (64 KiB in float32) stays in L2
+KC = 1024  # k-steps per cache block: a 1024 x 64 panel of B (256 KiB in float32) stays in L2
 # A block of A this large stays in L2 (2 MiB here) next to a panel of B and C's rows
 L2_BLOCK_BYTES = 512 * 1024
 # Up to this size of B, running k backwards on alternate calls leaves much of B in L1 (48 KiB)
