@@ -17,7 +17,7 @@ call. Leftover rows, columns and k steps use smaller tiles or scalar code.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
@@ -99,134 +99,6 @@ def panel_width(rows: int, n: int, dtype) -> int:
     """The columns of C (and B) the axpy kernel keeps in registers at once for `rows` rows."""
     lanes = vector_width(dtype)
     return min(-(-n // lanes), 8 if rows < 4 else 4) * lanes
-
-
-def pack_panels(k: KernelBuilder, w: View, dst: Panels) -> None:
-    """dst = w.T for an N x K matrix w with contiguous rows (a weight used as W.T)."""
-    width = dst.width
-
-    def panel(j0, cols):
-        q = k.builder.udiv(j0, ir.Constant(I64, width))
-        start = k.builder.add(w.offset, k.builder.mul(j0, ir.Constant(I64, w.strides[0])))
-        rows = replace(w, offset=start, shape=(cols, w.shape[1]))
-        block = dst.panel(k, q)
-        transpose(k, rows, replace(block, shape=(block.shape[0], cols)))
-
-    _blocked(k, dst.n, width, panel, "pq")
-
-
-def transpose(k: KernelBuilder, src: View, dst: View) -> None:
-    """dst = src.T for 2-D views with contiguous rows: whole blocks of lanes x lanes are
-    transposed in registers (by one shared helper function, to keep code small), the edges
-    element by element."""
-    rows, cols = src.shape
-    lanes = vector_width(src.dtype)
-    if src.strides[1] != 1 or dst.strides[1] != 1 or min(rows, cols) < lanes:
-        copy(k, src.transpose((1, 0)), dst)
-        return
-    helper = _transpose_block_function(k.module, src.dtype, lanes)
-    b = k.builder
-    strides = [ir.Constant(I64, src.strides[0]), ir.Constant(I64, dst.strides[0])]
-    full_r, full_c = rows // lanes * lanes, cols // lanes * lanes
-
-    def block(i, j):
-        i0, j0 = b.mul(i, ir.Constant(I64, lanes)), b.mul(j, ir.Constant(I64, lanes))
-        b.call(helper, [k.address(src, [i0, j0]), strides[0], k.address(dst, [j0, i0]), strides[1]])
-
-    k.loop_nest([rows // lanes, cols // lanes], lambda idx: block(*idx), "tb")
-    for r0, r1, c0, c1 in ((full_r, rows, 0, cols), (0, full_r, full_c, cols)):
-        if r1 > r0 and c1 > c0:
-            edge = _sub_view(k, src, r0, r1, c0, c1)
-            copy(k, edge.transpose((1, 0)), _sub_view(k, dst, c0, c1, r0, r1))
-
-
-def _sub_view(k: KernelBuilder, v: View, r0: int, r1: int, c0: int, c1: int) -> View:
-    """v[r0:r1, c0:c1] of a 2-D view."""
-    start = r0 * v.strides[0] + c0 * v.strides[1]
-    return replace(v, offset=_add(k, v.offset, start), shape=(r1 - r0, c1 - c0))
-
-
-def _transpose_block_function(module: ir.Module, dtype, lanes: int) -> ir.Function:
-    """`void f(src, src_row_stride, dst, dst_row_stride)`: one lanes x lanes block transposed."""
-    name = f"transpose.block.{np.dtype(dtype).name}.{lanes}"
-    try:
-        return module.get_global(name)
-    except KeyError:
-        pass
-    fn_type = ir.FunctionType(ir.VoidType(), [ir.PointerType(), I64, ir.PointerType(), I64])
-    fn = ir.Function(module, fn_type, name=name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    k = KernelBuilder(module, fn)
-    src_ptr, src_stride, dst_ptr, dst_stride = fn.args
-    ety = llvm_type(dtype)
-    b = k.builder
-
-    def row(ptr, stride, r):
-        return b.gep(ptr, [b.mul(stride, ir.Constant(I64, r))], source_etype=ety)
-
-    vty = _vec_type(dtype, lanes)
-    itemsize = np.dtype(dtype).itemsize
-    vecs = [b.load(row(src_ptr, src_stride, r), typ=vty, align=itemsize) for r in range(lanes)]
-    for r, v in enumerate(_transpose_vectors(k, vecs)):
-        b.store(v, row(dst_ptr, dst_stride, r), align=itemsize)
-    b.ret_void()
-    return fn
-
-
-def _transpose_vectors(k: KernelBuilder, vecs: list) -> list:
-    """The transpose of a square matrix held as len(vecs) vectors of as many lanes: each round
-    swaps the off-diagonal blocks of every 2x2 grid of blocks (half the size each round)."""
-    b = k.builder
-    n = len(vecs)
-    i32 = ir.IntType(32)
-    half = n // 2
-    while half:
-        first = [c if c // half % 2 == 0 else n + c - half for c in range(n)]
-        second = [c + half if c // half % 2 == 0 else n + c for c in range(n)]
-        out = list(vecs)
-        for r in range(n):
-            if r // half % 2 == 0:
-                x, y = vecs[r], vecs[r + half]
-                out[r] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, n), first))
-                out[r + half] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, n), second))
-        vecs = out
-        half //= 2
-    return vecs
-
-
-def differs(k: KernelBuilder, x: View, y: View) -> ir.Value:
-    """An i1: true when any bit of 2-D x differs from y (both with contiguous rows). NaNs and
-    signed zeros compare by their bits."""
-    rows, cols = x.shape
-    lanes = vector_width(x.dtype)
-    ity = ir.VectorType(ir.IntType(8 * x.dtype.itemsize), lanes)
-    b = k.builder
-    zero = ir.Constant(ity, None)
-
-    def chunk(i, j0, count, acc):
-        xv = b.bitcast(_vload_n(k, x, [i, j0], lanes, count), ity)
-        yv = b.bitcast(_vload_n(k, y, [i, j0], lanes, count), ity)
-        return b.or_(acc, b.xor(xv, yv))
-
-    def row(i, accs):
-        full, tail = divmod(cols, lanes)
-
-        def step(jc, inner):
-            return [chunk(i, b.mul(jc, ir.Constant(I64, lanes)), lanes, inner[0])]
-
-        acc = k.loop_carry(full, accs, step, "dj")[0]
-        if tail:
-            acc = chunk(i, ir.Constant(I64, full * lanes), tail, acc)
-        return [acc]
-
-    acc = k.loop_carry(rows, [zero], row, "di")[0]
-    name = f"llvm.vector.reduce.or.{type_suffix(ity)}"
-    try:
-        fn = k.module.get_global(name)
-    except KeyError:
-        fn = ir.Function(k.module, ir.FunctionType(ity.element, [ity]), name=name)
-    return b.icmp_unsigned("!=", b.call(fn, [acc]), ir.Constant(ity.element, 0))
 
 
 def fill(k: KernelBuilder, dst: View, value) -> None:
@@ -575,46 +447,55 @@ def _activate(
     k: KernelBuilder, c: View, i0, rows: int, j0, counts: list, activation, backwards=None
 ) -> None:
     """c = activation(c) on a tile of rows x vectors (`counts`: lanes used in each vector), the
-    whole vectors last to first where `backwards` (an i1) holds. One helper function per module
-    does it: inlined, its constants would be hoisted and held in registers the kernel needs."""
+    whole vectors last to first where `backwards` (an i1) holds. Helper functions (one per
+    module) do it: inlined, their constants would be hoisted and held in registers the kernel
+    needs."""
     lanes = counts[0]
     full = sum(1 for n in counts if n == lanes)
-    tail = counts[-1] if counts[-1] < lanes else 0
-    fn = _activation_function(k.module, activation, c.dtype, lanes)
     b = k.builder
     flag = ir.Constant(ir.IntType(1), 0) if backwards is None else backwards
-    sizes = [ir.Constant(I64, full), ir.Constant(I64, tail)]
-    k.loop(rows, lambda r: b.call(fn, [k.address(c, [b.add(i0, r), j0]), *sizes, flag]), "ar")
+    whole = _activation_function(k.module, activation, c.dtype, lanes, masked=False)
+
+    def row(r):
+        i = b.add(i0, r)
+        b.call(whole, [k.address(c, [i, j0]), ir.Constant(I64, full), flag])
+        if full < len(counts):
+            part = _activation_function(k.module, activation, c.dtype, lanes, masked=True)
+            at = k.address(c, [i, _add(k, j0, full * lanes)])
+            b.call(part, [at, ir.Constant(I64, counts[-1]), ir.Constant(ir.IntType(1), 0)])
+
+    k.loop(rows, row, "ar")
 
 
-def _activation_function(module: ir.Module, activation, dtype, lanes: int) -> ir.Function:
-    """`void f(ptr p, i64 full, i64 tail, i1 backwards)`: p[...] = activation(p[...]) on `full`
-    whole vectors (last to first if `backwards`), then on the first `tail` lanes of the next."""
+def _activation_function(module, activation, dtype, lanes: int, masked: bool) -> ir.Function:
+    """`void f(ptr p, i64 count, i1 backwards)`: p[...] = activation(p[...]) on `count` whole
+    vectors (last to first if `backwards`), or if `masked` on the first `count` lanes of one."""
     dtype = np.dtype(dtype)
-    name = f"activation.{activation.name}.{dtype.name}.{lanes}"
+    name = f"activation.{activation.name}.{dtype.name}.{lanes}{'.masked' if masked else ''}"
     fn = module.globals.get(name)
     if fn is not None:
         return fn
-    fn_type = ir.FunctionType(ir.VoidType(), [ir.PointerType(), I64, I64, ir.IntType(1)])
+    fn_type = ir.FunctionType(ir.VoidType(), [ir.PointerType(), I64, ir.IntType(1)])
     fn = ir.Function(module, fn_type, name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     k = KernelBuilder(module, fn)
     b = k.builder
-    ptr, full, tail, backwards = fn.args
+    ptr, count, backwards = fn.args
     vec, ety, align = _vec_type(dtype, lanes), llvm_type(dtype), dtype.itemsize
-
-    def vector(v):
-        v = b.select(backwards, b.sub(b.sub(full, ir.Constant(I64, 1)), v), v)
-        at = b.gep(ptr, [b.mul(v, ir.Constant(I64, lanes))], source_etype=ety)
-        b.store(activation.emit(b, b.load(at, typ=vec, align=align)), at, align=align)
-
-    k.loop(full, vector, "v")
-    with b.if_then(b.icmp_signed(">", tail, ir.Constant(I64, 0))):
-        at = b.gep(ptr, [b.mul(full, ir.Constant(I64, lanes))], source_etype=ety)
+    if masked:
         iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
-        mask = b.icmp_signed("<", iota, _splat(k, tail, lanes))
-        _masked_store(b, activation.emit(b, _masked_load(b, at, mask, vec, align)), at, mask, align)
+        mask = b.icmp_signed("<", iota, _splat(k, count, lanes))
+        value = activation.emit(b, _masked_load(b, ptr, mask, vec, align))
+        _masked_store(b, value, ptr, mask, align)
+    else:
+
+        def vector(v):
+            v = b.select(backwards, b.sub(b.sub(count, ir.Constant(I64, 1)), v), v)
+            at = b.gep(ptr, [b.mul(v, ir.Constant(I64, lanes))], source_etype=ety)
+            b.store(activation.emit(b, b.load(at, typ=vec, align=align)), at, align=align)
+
+        k.loop(count, vector, "v")
     b.ret_void()
     return fn
 

@@ -175,14 +175,17 @@ class KernelBuilder:
         b.branch(header)
         b.position_at_end(done)
 
-    def loop_carry(self, n: int, start: list, body, name: str = "k") -> list:
-        """values = start; for i in range(n): values = body(i, values); return values.
+    def loop_carry(self, n, start: list, body, name: str = "k") -> list:
+        """values = start; for i in range(n): values = body(i, values); return values (n an int
+        or an i64 value).
 
         The values (vector accumulators, say) live in registers across iterations (phi nodes).
         """
         b = self.builder
-        if n == 0:
-            return list(start)
+        if isinstance(n, int):
+            if n == 0:
+                return list(start)
+            n = ir.Constant(I64, n)
         pre = b.block
         header = self.function.append_basic_block(f"{name}.head")
         inner = self.function.append_basic_block(f"{name}.body")
@@ -196,7 +199,7 @@ class KernelBuilder:
             phi = b.phi(v.type)
             phi.add_incoming(v, pre)
             phis.append(phi)
-        b.cbranch(b.icmp_signed("<", i, ir.Constant(I64, n)), inner, done)
+        b.cbranch(b.icmp_signed("<", i, n), inner, done)
         b.position_at_end(inner)
         new = body(i, phis)
         end = b.block

@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+from dataclasses import replace
 
 import numpy as np
 from llvmlite import ir
 
 from ..errors import CompileError
 from ..ir.graph import Graph, Node
-from . import gemm
+from . import gemm, packing
 from .kernel import I8, I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
 from .lowering import KERNELS, UNSUPPORTED, VIEWS, emit_math
 from .runtime import NativeFunction, Signature
@@ -99,8 +100,10 @@ class GraphLowering:
         if existing is not None:
             return existing
         packed = self.scratch(view.shape, view.dtype)
-        if len(view.shape) == 2 and view.strides[0] == 1:  # a transposed matrix
-            gemm.transpose(self.k, view.transpose((1, 0)), packed)
+        if len(view.shape) == 2 and view.strides[0] == 1 and view.strides[1] != 1:  # a W.T
+            shape = (1, *view.shape)
+            panel = replace(packed, shape=shape, strides=contiguous_strides(shape))
+            packing.pack(self.k, view.transpose((1, 0)), gemm.Panels(panel, view.shape[1]))
         else:
             gemm.copy(self.k, view, packed)
         self._packed[-1][_key(view)] = packed
@@ -120,7 +123,7 @@ class GraphLowering:
         shape = (-(-n // width), depth, width)
         packed = gemm.Panels(self.scratch(shape, view.dtype), n)
         with self.k.builder.if_then(changed, likely=False):
-            gemm.pack_panels(self.k, view.transpose((1, 0)), packed)
+            packing.pack(self.k, view.transpose((1, 0)), packed)
         self._packed[-1][_key(view)] = packed
         return packed
 
@@ -137,9 +140,7 @@ class GraphLowering:
             flat = View(param.ptr, param.offset, (1, param.size), (0, 1), param.dtype)
             snapshot = self.scratch(flat.shape, flat.dtype, entry=True)
             flag = self.scratch((1,), np.bool_, entry=True)
-            changed = gemm.differs(k, flat, snapshot)
-            with k.builder.if_then(changed, likely=False):
-                gemm.copy(k, flat, snapshot)
+            changed = packing.refresh(k, flat, snapshot)
             k.store(k.builder.zext(changed, I8), flag, [ir.Constant(I64, 0)])
             self._param_flags[index] = self.workspace_offset(flag)
         b = self.k.builder
