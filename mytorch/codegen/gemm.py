@@ -4,14 +4,17 @@
 
 - dot form, when B is a weight used as W.T (B[k, j] = W[j, k], contiguous along k, the PyTorch
   layout of every `x @ W.T`): a tile of MR rows x NJ columns keeps MR*NJ vector accumulators in
-  registers while k advances one vector at a time, then sums each accumulator's lanes. No packed
-  copy of W is ever made, so live parameters cost nothing extra per call.
-- axpy form, when B's rows are contiguous: a tile of MR rows x NV vectors of C stays in registers
-  while `C[i, :] += A[i, k] * B[k, :]` runs over k.
+  registers while k advances one vector at a time, then sums each accumulator's lanes.
+- axpy form, when B's rows are contiguous or B is in column panels (`Panels`): a tile of MR rows
+  x NV vectors of C stays in registers while `C[i, :] += A[i, k] * B[k, :]` runs over k, blocked
+  so that a panel of B and a block of A's rows stay in cache. With few rows (a matrix-vector
+  product) independent sums over interleaved k steps keep the FMAs busy.
 
-Vector width comes from the host's features (AVX-512, AVX2, or a generic 4 lanes). Each C
-element still sums its products in a fixed order (by lane, then across lanes), the same on every
-call. Leftover rows, columns and k steps use smaller tiles or scalar code.
+The lowering picks the form by a cost model (`prefers_packing`): the axpy form needs W.T copied
+k-major, which for a parameter is a copy kept between calls (see `GraphLowering.kept_transpose`).
+Vector width comes from the host's features (AVX-512, AVX2, or a generic 4 lanes). Each C element
+sums its products in an order fixed at compile time. Leftover rows, columns and k steps use
+smaller tiles, masked vectors or scalar code.
 """
 
 from __future__ import annotations

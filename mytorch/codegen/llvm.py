@@ -6,6 +6,10 @@ The entry function `void f(ptr* args)` receives, in order: the graph's inputs (a
 parameters), its outputs, one workspace for every intermediate, and a status word that native
 code sets when it meets an index out of range. Python allocates all of them with numpy; the
 runner checks every array before the call (see `runtime.Signature`).
+
+The workspace also keeps packed copies of weight parameters from call to call, with snapshots
+that tell whether a parameter changed (`GraphLowering.kept_transpose`): it must live as long as
+the runner and start zeroed.
 """
 
 from __future__ import annotations
@@ -53,7 +57,6 @@ class GraphLowering:
         self._entry_k, self._entry_workspace = self.k, self._workspace
         self._entry_inputs: list[View] = []
         self._param_flags: dict[int, int] = {}  # parameter index -> workspace offset of its flag
-        self._scratch_offsets: dict[int, int] = {}
 
     # ---- what kernels use -----------------------------------------------------------------------
 
@@ -65,24 +68,18 @@ class GraphLowering:
     def scratch(self, shape, dtype, entry: bool = False) -> View:
         """A fresh contiguous buffer in the workspace, addressed from the current function (or
         from the entry function)."""
-        dtype = np.dtype(dtype)
-        start = -(-self.workspace_bytes // ALIGN) * ALIGN
-        self.workspace_bytes = start + max(int(np.prod(shape, dtype=np.int64)), 1) * dtype.itemsize
-        builder, workspace = (
-            (self._entry_k.builder, self._entry_workspace)
-            if entry
-            else (
-                self.k.builder,
-                self._workspace,
-            )
-        )
+        start = self._reserve(shape, dtype)
+        builder = self._entry_k.builder if entry else self.k.builder
+        workspace = self._entry_workspace if entry else self._workspace
         byte_ptr = builder.gep(workspace, [ir.Constant(I64, start)], inbounds=True, source_etype=I8)
-        self._scratch_offsets[id(byte_ptr)] = start
         return View(byte_ptr, ir.Constant(I64, 0), tuple(shape), contiguous_strides(shape), dtype)
 
-    def workspace_offset(self, view: View) -> int:
-        """The byte offset in the workspace of a buffer made by `scratch`."""
-        return self._scratch_offsets[id(view.ptr)]
+    def _reserve(self, shape, dtype) -> int:
+        """The workspace offset of a fresh buffer of `shape` and `dtype`."""
+        start = -(-self.workspace_bytes // ALIGN) * ALIGN
+        size = max(int(np.prod(shape, dtype=np.int64)), 1) * np.dtype(dtype).itemsize
+        self.workspace_bytes = start + size
+        return start
 
     def existing_copy(self, view: View) -> View | gemm.Panels | None:
         """A copy of `view` made earlier in a scope that is still open, if any."""
@@ -135,18 +132,20 @@ class GraphLowering:
         in a workspace byte. The workspace starts zeroed: a zero parameter and zero copies
         agree."""
         if index not in self._param_flags:
-            k = self._entry_k
             param = self._entry_inputs[index]
             flat = View(param.ptr, param.offset, (1, param.size), (0, 1), param.dtype)
             snapshot = self.scratch(flat.shape, flat.dtype, entry=True)
-            flag = self.scratch((1,), np.bool_, entry=True)
-            changed = packing.refresh(k, flat, snapshot)
-            k.store(k.builder.zext(changed, I8), flag, [ir.Constant(I64, 0)])
-            self._param_flags[index] = self.workspace_offset(flag)
+            changed = packing.refresh(self._entry_k, flat, snapshot)
+            self._param_flags[index] = self._reserve((1,), np.bool_)
+            b = self._entry_k.builder
+            b.store(b.zext(changed, I8), self._flag(self._entry_workspace, index, b))
         b = self.k.builder
-        start = ir.Constant(I64, self._param_flags[index])
-        byte = b.load(b.gep(self._workspace, [start], inbounds=True, source_etype=I8), typ=I8)
+        byte = b.load(self._flag(self._workspace, index, b), typ=I8)
         return b.icmp_unsigned("!=", byte, ir.Constant(I8, 0))
+
+    def _flag(self, workspace: ir.Value, index: int, b: ir.IRBuilder) -> ir.Value:
+        start = ir.Constant(I64, self._param_flags[index])
+        return b.gep(workspace, [start], inbounds=True, source_etype=I8)
 
     @contextlib.contextmanager
     def scope(self):
