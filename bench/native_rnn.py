@@ -1,106 +1,108 @@
 """The compiled RNN's native code alone: its entry function called in a loop, no Python call path.
 
     python bench/native_rnn.py                  # W1, W2, W3
-    python bench/native_rnn.py --workloads W1 --repeat 50
-    python bench/native_rnn.py --workloads W1 --spin 10    # call it for 10 s (for perf record)
+    python bench/native_rnn.py --workloads W1 --rounds 200
+    python bench/native_rnn.py --workloads W1 --spin 10    # then call it for 10 s (perf record)
 
-Builds `mytorch.compile(seq)` for the tutorial RNN (bench/rnn.py's workloads and weights), calls it
-once through Python and checks it against eager, then times `native.call(pointers)` with the
-pointers of that call. An empty native function, called the same way, gives the ctypes overhead,
-shown apart. Alongside it, numpy's sgemm at 4096^3 for W3's GFLOP/s ratio.
+Builds `mytorch.compile(seq)` for the tutorial RNN (bench/rnn.py's workloads and weights) from
+this checkout, calls it once through Python and checks it against eager, then times
+`native.call(pointers)` with the pointers of that call: the min and median over rounds of the
+mean time per call. An empty native function called the same way gives the ctypes overhead
+(included in the times). For W3, numpy's sgemm at 4096^3 is timed in the same rounds,
+alternating with the RNN, so the GFLOP/s ratio compares like with like on a busy machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from rnn import WORKLOADS, make_case
 
-import mytorch
-from mytorch.codegen.runtime import NativeFunction
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnn import WORKLOADS, make_case  # noqa: E402
+
+import mytorch  # noqa: E402
+from mytorch.codegen.runtime import NativeFunction  # noqa: E402
 
 EMPTY_IR = "define void @entry(ptr %args) {\n  ret void\n}\n"
+SGEMM_N = 4096
 
 
-def compiled_runner(case, check=True):
+def compiled_runner(case):
+    """The llvm runner of the case's sequence function, checked against eager; and the outputs
+    of that call, which keep alive the buffers its pointers name."""
     compiled = mytorch.compile(case.seq)
     with mytorch.no_grad():
         outs, h = compiled(case.xs_tensor)
         ref_outs, ref_h = case.seq(case.xs_tensor)
-    for got, want in ((outs.data, ref_outs.data), (h.data, ref_h.data)) if check else ():
+    for got, want in ((outs.data, ref_outs.data), (h.data, ref_h.data)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    runner = compiled._last.runner
-    return runner, (outs, h)  # the outputs keep the buffers the pointers name alive
+    return compiled._last.runner, (outs, h)
 
 
-def per_call(fn, arg, seconds: float, repeat: int) -> float:
-    """Median over `repeat` rounds of the mean time of one call, each round about `seconds`."""
-    n, t0 = 1, time.perf_counter()
-    while True:
+def calls_per_round(fn, seconds: float) -> int:
+    n, elapsed = 1, 0.0
+    while elapsed < seconds / 4:
         t0 = time.perf_counter()
         for _ in range(n):
-            fn(arg)
-        if time.perf_counter() - t0 > 0.01:
-            break
+            fn()
+        elapsed = time.perf_counter() - t0
         n *= 2
-    n = max(1, int(n * seconds / max(time.perf_counter() - t0, 1e-9)))
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn(arg)
-        times.append((time.perf_counter() - t0) / n)
-    return float(np.median(times)), float(np.min(times))
+    return max(1, int(n / 2 * seconds / max(elapsed, 1e-9)))
 
 
-def sgemm_gflops(repeat: int = 3) -> float:
-    a = np.random.default_rng(0).standard_normal((4096, 4096), dtype=np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(repeat))
-    return 2 * 4096**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def timed_rounds(fns: dict, rounds: int, seconds: float) -> dict:
+    """{name: [seconds per call, one per round]}, the functions alternating within each round."""
+    counts = {name: calls_per_round(fn, seconds) for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(counts[name]):
+                fn()
+            times[name].append((time.perf_counter() - t0) / counts[name])
+    return times
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workloads", default="W1,W2,W3")
-    parser.add_argument("--repeat", type=int, default=21)
-    parser.add_argument("--seconds", type=float, default=0.02, help="per round")
-    parser.add_argument("--spin", type=float, default=0.0, help="then call W for this long")
+    parser.add_argument("--rounds", type=int, default=0, help="default: 100, 20, 5 by size")
+    parser.add_argument("--spin", type=float, default=0.0, help="then call the last one this long")
     args = parser.parse_args()
     empty = NativeFunction(EMPTY_IR, "entry")
     dummy = (ctypes.c_void_p * 1)()
-    overhead, _ = per_call(empty.call, dummy, args.seconds, args.repeat)
+    overhead = min(timed_rounds({"empty": lambda: empty.call(dummy)}, 20, 0.01)["empty"])
+    print(f"mytorch from {Path(mytorch.__file__).parent}")
     print(f"ctypes call of an empty native function: {overhead * 1e6:.2f} us (included below)")
-    peak = None
     for name in args.workloads.split(","):
         w = WORKLOADS[name]
-        case = make_case(w)
-        runner, keep = compiled_runner(case)
-        call, p = runner.native.call, runner.pointers
-        seconds = args.seconds if w.flops < 1e8 else max(args.seconds, 0.2)
-        repeat = args.repeat if w.flops < 1e9 else min(args.repeat, 5)
-        med, best = per_call(call, p, seconds, repeat)
-        gflops = w.flops / med / 1e9
-        line = f"{name}: native median {med * 1e6:10.2f} us  min {best * 1e6:10.2f} us  "
-        line += f"{gflops:6.1f} GFLOP/s"
+        runner, keep = compiled_runner(make_case(w))
+        call, pointers = runner.native.call, runner.pointers
+        fns = {name: lambda call=call, pointers=pointers: call(pointers)}
         if name == "W3":
-            peak = peak or sgemm_gflops()
-            line += f"  ({gflops / peak:.0%} of sgemm 4096^3 at {peak:.1f} GFLOP/s)"
+            a = np.random.default_rng(0).standard_normal((SGEMM_N, SGEMM_N), dtype=np.float32)
+            fns["sgemm"] = lambda a=a: a @ a
+        big = w.flops > 1e9
+        rounds = args.rounds or (5 if big else 20 if w.flops > 1e8 else 100)
+        times = timed_rounds(fns, rounds, 0.3 if big else 0.02)
+        best, median = min(times[name]), float(np.median(times[name]))
+        line = f"{name}: native min {best * 1e6:10.2f} us  median {median * 1e6:10.2f} us  "
+        line += f"{w.flops / best / 1e9:6.1f} GFLOP/s"
+        if "sgemm" in times:
+            peak = 2 * SGEMM_N**3 / min(times["sgemm"]) / 1e9
+            ratio = w.flops / best / 1e9 / peak
+            line += f"  ({ratio:.0%} of sgemm {SGEMM_N}^3: {peak:.1f} GFLOP/s)"
         print(line, flush=True)
         if args.spin:
             end = time.perf_counter() + args.spin
             while time.perf_counter() < end:
-                for _ in range(100):
-                    call(p)
+                call(pointers)
         del keep
 
 
