@@ -289,7 +289,7 @@ def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View, init=None, activati
         sums = _reduce_lanes(k, accs + [zero] * (_pow2_at_least(cols) - cols))
         start = c if init is None else init.broadcast_to(c.shape)
         if cols == sums.type.count:
-            value = k.builder.fadd(_vload(k, start, [i, j0], cols), sums)
+            value = k.builder.fadd(_vload_n(k, start, [i, j0], cols, cols), sums)
             _vstore(k, activation.emit(k.builder, value) if activation else value, c, [i, j0])
         else:
             for j in range(cols):

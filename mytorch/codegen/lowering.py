@@ -650,8 +650,12 @@ def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
         if len(w.shape) != 2:
             continue
         w_t = w.transpose((1, 0))
-        if gemm.prefers_packing(rows, w_t, reuse=xs.shape[0], kept=_keep(w_t)):
-            ctx.kept_transpose(w_t, rows) if _keep(w_t) else ctx.contiguous(w_t)
+        if not gemm.prefers_packing(rows, w_t, reuse=xs.shape[0], kept=_keep(w_t)):
+            continue
+        if _keep(w_t):
+            ctx.kept_transpose(w_t, rows)
+        else:
+            ctx.contiguous(w_t)
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
     ty = llvm_type(h0.dtype)
 

@@ -197,3 +197,17 @@ def test_host_target_machine_matches_the_kernels_vector_width():
     features = llvm.get_host_cpu_features().flatten()
     lanes = gemm.vector_width(np.float32)
     assert lanes == (16 if "+avx512f" in features else 8 if "+avx2" in features else 4)
+
+
+@pytest.mark.parametrize("m", [1, 3, 40])
+def test_uniform_constant_bias_fused_into_the_product(m, assert_outputs_same):
+    """A constant bias of equal values is one element seen everywhere (stride 0): the kernels
+    must broadcast it, not read a vector from it."""
+    mytorch.manual_seed(m)
+    layer = nn.Linear(40, 33)
+
+    def fn(x):
+        return x @ layer.weight.T + mytorch.ones(33) * 0.5
+
+    x = Tensor(np.random.default_rng(m).standard_normal((m, 40)).astype(F32), trainable=False)
+    check_against_references(fn, [x], assert_outputs_same, what=f"rows {m}")
