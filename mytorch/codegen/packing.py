@@ -121,8 +121,11 @@ def _pack_function(module: ir.Module, dtype) -> ir.Function:
     k = KernelBuilder(module, fn)
     b = k.builder
     w, n, depth, stride, dst, width = fn.args
-    lanes = ir.Constant(I64, vector_width(dtype))
-    block_fn = _transpose_block_function(module, dtype, vector_width(dtype))
+    # Blocks of 256-bit vectors even on AVX-512: a 16 x 16 transpose costs LLVM twice the time
+    # to compile, for cold code.
+    block = min(vector_width(dtype), 32 // dtype.itemsize)
+    lanes = ir.Constant(I64, block)
+    block_fn = _transpose_block_function(module, dtype, block)
     ety = llvm_type(dtype)
 
     def ceil_div(x, y):
