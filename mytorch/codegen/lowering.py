@@ -101,7 +101,7 @@ def _getitem_view(ctx, node, x: View):
     strides += x.strides[dim:]
     b = ctx.k.builder
     new_offset = b.add(x.offset, ir.Constant(I64, offset)) if offset else x.offset
-    return View(x.ptr, new_offset, tuple(shape), tuple(strides), x.dtype)
+    return View(x.ptr, new_offset, tuple(shape), tuple(strides), x.dtype, x.param)
 
 
 # ---- elementwise -----------------------------------------------------------------------------
@@ -592,19 +592,25 @@ def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None)
 
 
 def _product(ctx, a: View, b: View, c: View, init=None, activation=None) -> None:
-    """c = activation((init or c) + a @ b); with enough rows, B is first packed row-major (once
-    per scope)."""
+    """c = activation((init or c) + a @ b). A weight used as W.T (every `x @ W.T`) is read in
+    place by the dot kernel or copied k-major for the axpy kernel, whichever costs less; the
+    copy of a parameter is kept between calls."""
     if c.dtype.kind != "f":  # integer products: exact, in plain loops
         gemm.scalar_kernel(ctx.k, a, b, c)
         return
     packed = ctx.existing_copy(b)  # e.g. a loop's weight, packed before its first step
     if packed is not None:
         b = packed
-    elif gemm.prefers_packing(a.shape[0], b):
-        b = ctx.contiguous(b)
+    elif gemm.prefers_packing(a.shape[0], b, kept=_keep(b)):
+        b = ctx.kept_transpose(b, a.shape[0]) if _keep(b) else ctx.contiguous(b)
     elif b.strides[0] == 1:  # the dot form reads rows of A as vectors
         a = ctx.contiguous(a)
-    gemm.accumulate(ctx.k, a, b, c, init, activation)
+    gemm.accumulate(ctx.k, a, b, c, init, activation, ctx.reverse_k)
+
+
+def _keep(b: View) -> bool:
+    """Whether a k-major copy of b (a parameter's W.T) is worth keeping between calls."""
+    return b.param is not None and len(b.shape) == 2 and b.strides[0] == 1
 
 
 def _merge_rows(v: View) -> View | None:
@@ -627,17 +633,16 @@ def _promote(ctx, v: View, dtype) -> View:
     return tmp
 
 
-def _activation(ctx, nonlinearity: str):
-    """The cell's nonlinearity as a function on values (scalars or vectors)."""
-    b = ctx.k.builder
+def _activation(ctx, nonlinearity: str) -> gemm.Activation:
+    """The cell's nonlinearity, emitted on values (scalars or vectors)."""
 
-    def apply(v):
+    def emit(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
         if nonlinearity == "tanh":
-            return ctx.math("tanh", v)
+            return emit_math(b, b.module, "tanh", v)
         zero = ir.Constant(v.type, None)  # relu: NaN stays NaN, as np.maximum(x, 0)
         return b.select(b.fcmp_ordered("<", v, zero), zero, v)
 
-    return apply
+    return gemm.Activation(nonlinearity, emit)
 
 
 @lowering("rnn_cell")
@@ -674,7 +679,11 @@ def _loop(ctx, node, out: View, *args: View):
         if len(w.shape) != 2:
             continue
         w_t = w.transpose((1, 0))
-        if gemm.prefers_packing(rows, w_t, reuse=steps):
+        if not gemm.prefers_packing(rows, w_t, reuse=steps, kept=_keep(w_t)):
+            continue
+        if _keep(w_t):
+            ctx.kept_transpose(w_t, rows)
+        else:
             ctx.contiguous(w_t)
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
     last = ir.Constant(I64, steps - 1)
@@ -688,11 +697,18 @@ def _loop(ctx, node, out: View, *args: View):
         start = b.gep(h0.ptr, [h0.offset], inbounds=True, source_etype=ty)
         previous = b.gep(prev.ptr, [prev.offset], source_etype=ty)
         h = View(b.select(first, start, previous), zero, h0.shape, h0.strides, h0.dtype)
-        with ctx.scope():
-            ctx.lower_subgraph(
-                node.params["body"],
-                [*(k.offset_view(s, 0, t) for s in seqs), h, *invariants],
-                [k.offset_view(out, 0, t)],
-            )
+        outer_reverse = ctx.reverse_k
+        # Odd steps run their products' k steps backwards: the weight rows read last by one
+        # step are read first by the next, while still in L1.
+        ctx.reverse_k = b.trunc(i, ir.IntType(1))
+        try:
+            with ctx.scope():
+                ctx.lower_subgraph(
+                    node.params["body"],
+                    [*(k.offset_view(s, 0, t) for s in seqs), h, *invariants],
+                    [k.offset_view(out, 0, t)],
+                )
+        finally:
+            ctx.reverse_k = outer_reverse
 
     k.loop(steps, step, "t")
