@@ -10,6 +10,7 @@ call the runner. What cannot be traced or built falls back to eager with a warni
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -24,7 +25,11 @@ from .ir.verify import verify
 from .passes import PassManager, resolve_pipeline
 from .passes.report import Explanation
 from .plugins import get_backend
-from .tensor import Tensor, is_grad_enabled, is_tracing
+from .tensor import Tensor, is_grad_enabled, is_tracing, wrap
+
+# The module itself (`mytorch.tensor` is also the factory function): the fast path reads its
+# grad mode and tracer flags directly.
+_eager = importlib.import_module(".tensor", __package__)
 
 
 def trace(model_or_fn, *example_inputs) -> Graph:
@@ -112,6 +117,12 @@ class _Compiled:
     graph: Graph
     runner: object
     artifacts: object  # backend extras: llvm_ir, asm
+    training: bool | None  # the mode it was built for
+    grad_enabled: bool
+    # The fast call (backends that offer `runner.bind`): the call's tensors in, the output
+    # arrays out, or an int when it does not take the call; and output arrays -> the result.
+    bound: object = None
+    finish: object = None
 
 
 class CompiledFunction:
@@ -127,6 +138,7 @@ class CompiledFunction:
         self._cache: dict = {}
         self._warned: set[str] = set()
         self._last: _Compiled | None = None
+        self._fast: _Compiled | None = None  # the last signature, when it has a fast call
         if not isinstance(fn, type) and hasattr(fn, "__name__"):
             functools.update_wrapper(self, fn, updated=())
 
@@ -148,10 +160,28 @@ class CompiledFunction:
     # ---- calling ---------------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
+        # The fast path: the last signature again, called with tensors only. Its bound call
+        # checks every array (and that nothing is trainable, when gradients are on) in native
+        # code; whatever it does not take comes back as an int, for the general path.
+        fast = self._fast
+        if (
+            fast is not None
+            and not kwargs
+            and _eager._tracer is None
+            and fast.grad_enabled == _eager._grad_enabled
+            and fast.training == getattr(self._fn, "training", None)
+        ):
+            outs = fast.bound(*args)
+            if type(outs) is tuple:
+                return fast.finish(outs)
+        return self._call(args, kwargs)
+
+    def _call(self, args, kwargs):
         if is_tracing():  # called from a function being traced: trace straight through it
             return self._fn(*args, **kwargs)
         mode = (_training(self._fn), is_grad_enabled())
-        if not kwargs and all(isinstance(a, Tensor) for a in args):  # the common case, kept lean
+        simple = not kwargs and all(isinstance(a, Tensor) for a in args)
+        if simple:
             leaves = args
             key = (tuple([(a.data.shape, a.data.dtype) for a in args]), mode)
         else:
@@ -159,13 +189,14 @@ class CompiledFunction:
             key = (spec, tuple(_leaf_key(x) for x in leaves), mode)
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._cache[key] = self._build(args, kwargs)
+            entry = self._cache[key] = self._build(args, kwargs, mode, simple)
         if isinstance(entry, CompileError):
             return self._fn(*args, **kwargs)
         self._last = entry
+        self._fast = entry if entry.bound is not None else None
         return self._run(entry, leaves)
 
-    def _build(self, args, kwargs):
+    def _build(self, args, kwargs, mode, simple):
         try:
             result = trace_call(
                 self._fn, args, kwargs, name=self._name, param_names=self._param_names
@@ -189,7 +220,11 @@ class CompiledFunction:
                 report = Explanation(title, result.graph, graph, manager.records, manager.remarks)
                 report.traced_nodes = traced_nodes
                 dump.write("explain.txt", str(report))
-            return _Compiled(result, graph, runner, artifacts)
+            entry = _Compiled(result, graph, runner, artifacts, *mode)
+            if simple and hasattr(runner, "bind"):
+                entry.bound = _bind(runner, len(args), result.params, grad_enabled=mode[1])
+                entry.finish = _finisher(result)
+            return entry
         except CompileError as e:
             if self._fullgraph:
                 raise
@@ -199,19 +234,47 @@ class CompiledFunction:
                 warnings.warn(
                     f"mytorch.compile({self._name}): running eagerly: {reason}",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
             return e
 
     def _run(self, entry: _Compiled, leaves):
         inputs = [x for x in leaves if isinstance(x, Tensor)]
-        arrays = [t.data for t in inputs] + [p.data for p in entry.trace.params]
-        outs = entry.runner(arrays)
-        tensors = [Tensor._from_op(o, (), "compiled") for o in outs]
         sources = inputs + entry.trace.params
+        arrays = [t.data for t in sources]
+        tensors = [wrap(o, "compiled") for o in entry.runner(arrays)]
         if is_grad_enabled() and any(t.trainable for t in sources):
-            attach_gradients(entry.graph, sources, arrays, tensors)
+            _attach_gradients(entry, sources, arrays, tensors)
         return entry.trace.assemble(tensors)
+
+
+def _attach_gradients(entry: _Compiled, sources: list, arrays: list, tensors: list) -> None:
+    """Make the outputs `tensors` part of the autograd tape, reaching the trainable `sources`."""
+    attach_gradients(entry.graph, sources, arrays, tensors)
+
+
+def _bind(runner, n_args: int, params: list, *, grad_enabled: bool):
+    """The runner's fast call for `n_args` Tensors (reading their and the parameters' `.data`);
+    with gradients on it only takes calls where no tensor is trainable (else: no tape needed)."""
+    from .nn import Parameter
+
+    return runner.bind(
+        n_args, holders=(Tensor, Parameter), params=tuple(params), no_trainable=grad_enabled
+    )
+
+
+def _finisher(result: TraceResult):
+    """Output arrays -> the function's result; one tensor and a flat tuple of them directly."""
+    spec = result.out_spec
+    if not result.out_static and spec.kind == "leaf":
+        return lambda outs: wrap(outs[0], "compiled")
+    if (
+        not result.out_static
+        and spec.kind == "tuple"
+        and all(c.kind == "leaf" for c in spec.children)
+    ):
+        return lambda outs: tuple([wrap(o, "compiled") for o in outs])
+    return lambda outs: result.assemble([wrap(o, "compiled") for o in outs])
 
 
 class CompiledModule(CompiledFunction):
