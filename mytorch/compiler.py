@@ -119,7 +119,7 @@ class _Compiled:
     artifacts: object  # backend extras: llvm_ir, asm
     training: bool | None  # the mode it was built for
     grad_enabled: bool
-    # The fast call (backends that offer `runner.bind`): the call's tensors in, the output
+    # The fast call (backends whose runner has `fast_call`): the call's tensors in, the output
     # arrays out, or an int when it does not take the call; and output arrays -> the result.
     bound: object = None
     finish: object = None
@@ -221,7 +221,7 @@ class CompiledFunction:
                 report.traced_nodes = traced_nodes
                 dump.write("explain.txt", str(report))
             entry = _Compiled(result, graph, runner, artifacts, *mode)
-            if simple and hasattr(runner, "bind"):
+            if simple and hasattr(runner, "fast_call"):
                 entry.bound = _bind(runner, len(args), result.params, grad_enabled=mode[1])
                 entry.finish = _finisher(result)
             return entry
@@ -254,11 +254,12 @@ def _attach_gradients(entry: _Compiled, sources: list, arrays: list, tensors: li
 
 
 def _bind(runner, n_args: int, params: list, *, grad_enabled: bool):
-    """The runner's fast call for `n_args` Tensors (reading their and the parameters' `.data`);
-    with gradients on it only takes calls where no tensor is trainable (else: no tape needed)."""
+    """The runner's fast call for `n_args` Tensors (it reads their and the parameters' `.data`).
+    With gradients on, it takes only calls where no tensor is trainable: the others need the
+    tape, made on the general path."""
     from .nn import Parameter
 
-    return runner.bind(
+    return runner.fast_call(
         n_args, holders=(Tensor, Parameter), params=tuple(params), no_trainable=grad_enabled
     )
 
@@ -268,13 +269,14 @@ def _finisher(result: TraceResult):
     spec = result.out_spec
     if not result.out_static and spec.kind == "leaf":
         return lambda outs: wrap(outs[0], "compiled")
+    ops = ("compiled",) * len(result.graph.outputs)
     if (
         not result.out_static
         and spec.kind == "tuple"
         and all(c.kind == "leaf" for c in spec.children)
     ):
-        return lambda outs: tuple([wrap(o, "compiled") for o in outs])
-    return lambda outs: result.assemble([wrap(o, "compiled") for o in outs])
+        return lambda outs: tuple(map(wrap, outs, ops))
+    return lambda outs: result.assemble(list(map(wrap, outs, ops)))
 
 
 class CompiledModule(CompiledFunction):

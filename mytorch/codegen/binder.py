@@ -140,19 +140,20 @@ def _check_layouts() -> None:
             raise RuntimeError("PyObject.ob_type is not where expected")
     for a in samples:
         address = id(a)
-        nd = _word(address + ARRAY_NDIM, ctypes.c_int32)
         flags = _word(address + ARRAY_FLAGS, ctypes.c_int32)
-        dims = (ctypes.c_int64 * max(nd, 1)).from_address(_word(address + ARRAY_DIMS))[:nd]
         if (
             _word(address + ARRAY_DATA) != a.ctypes.data
-            or nd != a.ndim
-            or tuple(dims) != a.shape
+            or _word(address + ARRAY_NDIM, ctypes.c_int32) != a.ndim
             or _word(address + ARRAY_DESCR) != id(a.dtype)
             or bool(flags & C_CONTIGUOUS) != a.flags.c_contiguous
             or bool(flags & ALIGNED) != a.flags.aligned
             or bool(flags & WRITEABLE) != a.flags.writeable
         ):
             raise RuntimeError(f"ndarray fields are not where expected ({a.dtype}, {a.shape})")
+        # Only now that the other fields matched is the shape pointer followed.
+        dims = (ctypes.c_int64 * max(a.ndim, 1)).from_address(_word(address + ARRAY_DIMS))
+        if tuple(dims[: a.ndim]) != a.shape:
+            raise RuntimeError(f"ndarray shapes are not where expected ({a.shape})")
 
 
 unavailable_reason = ""  # why `_binder()` gave None, for a reader wondering

@@ -4,8 +4,8 @@
 
 The entry function `void f(ptr* args)` receives, in order: the graph's inputs (arguments, then
 parameters), its outputs, one workspace for every intermediate, and a status word that native
-code sets when it meets an index out of range. Python allocates all of them with numpy; the
-runner checks every array before the call (see `runtime.Signature`).
+code sets when it meets an index out of range. All are numpy arrays; the runner checks every
+one before the call (in native code, see `binder.py`; or `runtime.Signature` on its Python path).
 """
 
 from __future__ import annotations
@@ -269,14 +269,14 @@ class Runner:
         # Releasing the GIL costs ~0.1 us: worth it when the call is long enough for another
         # thread to use it.
         self.release_gil = moved >= RELEASE_GIL_BYTES
-        self._call = self.bind(len(self.inputs))
+        self._call = self.fast_call(len(self.inputs))
 
     @property
     def native_calls(self) -> int:
         """How many times native code ran (by either path)."""
         return int(self.state[binder.CALLS])
 
-    def bind(self, n_args: int, *, holders=(), params=(), no_trainable=False):
+    def fast_call(self, n_args: int, *, holders=(), params=(), no_trainable=False):
         """A builtin `bound(*objects) -> tuple of output arrays | int code` (see `binder.bind`),
         or None when the binder is not available."""
         return binder.bind(
