@@ -277,7 +277,7 @@ def bind(
         plan[at : at + len(shape)] = shape
         at += len(shape)
     plan[start_pointers + n_slots : start_pointers + n_slots + 2] = pointers_tail
-    plan.keep = (state, params, holders, names, dtypes, keep)
+    plan.keep = (found, state, params, holders, names, dtypes, keep)  # found: its code
     return abi.new_builtin(ctypes.addressof(method), plan, None)
 
 

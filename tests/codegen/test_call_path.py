@@ -194,6 +194,10 @@ ODD_INPUTS = {
     "read-only": lambda a: Tensor(read_only(a), trainable=False),
     "broadcast": lambda a: Tensor(np.broadcast_to(a[:1], a.shape), trainable=False),
     "subclass": lambda a: TensorSubclass(a, trainable=False),
+    # An equal dtype that is not numpy's own float32 object: the binder compares identities.
+    "dtype-with-metadata": lambda a: Tensor(
+        a.astype(np.dtype(np.float32, metadata={"unit": "m"})), trainable=False
+    ),
     "parameter": lambda a: nn.Parameter(a, requires_grad=False),
 }
 
