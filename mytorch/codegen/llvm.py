@@ -107,6 +107,33 @@ class GraphLowering:
         self._packed[-1][_key(view)] = packed
         return packed
 
+    def panels(self, view: View, rows: int) -> gemm.Panels:
+        """A copy of `view` (K x N, rows contiguous) in column panels for products with `rows`
+        rows of A, made on every call and shared within the current scope: aligned rows, read
+        as one stream, for a B that many products read (a reverse loop's weight)."""
+        existing = self.existing_copy(view)
+        if existing is not None:
+            return existing
+        depth, n = view.shape
+        width = gemm.panel_width(rows, n, view.dtype)
+        full, rest = divmod(n, width)
+        packed = gemm.Panels(self.scratch((full + (rest > 0), depth, width), view.dtype), n)
+        s0, s1 = view.strides
+        if full:
+            src = View(
+                view.ptr, view.offset, (full, depth, width), (width * s1, s0, s1), view.dtype
+            )
+            dst = replace(packed.view, shape=(full, depth, width))
+            gemm.copy(self.k, src, dst)
+        if rest:
+            b = self.k.builder
+            start = b.add(view.offset, ir.Constant(I64, full * width * s1))
+            src = View(view.ptr, start, (depth, rest), view.strides, view.dtype)
+            last = self.k.offset_view(packed.view, 0, ir.Constant(I64, full))
+            gemm.copy(self.k, src, replace(last, shape=(depth, rest)))
+        self._packed[-1][_key(view)] = packed
+        return packed
+
     def kept_transpose(self, view: View, rows: int) -> gemm.Panels:
         """A copy of `view`, a parameter's matrix W seen as W.T, in column panels for products
         with `rows` rows of A (see `gemm.Panels`), that stays in the workspace between calls. It
