@@ -21,7 +21,7 @@ import numpy as np
 from .. import pytree
 from ..errors import CompileError
 from ..ops.registry import TensorType
-from ..tensor import Tensor, tracing
+from ..tensor import Tensor, _as_tensor, tracing
 from .graph import Graph, Node
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,9 +42,19 @@ def user_location() -> str:
 def _user_frame() -> tuple[str, int] | None:
     """(file, line) of the user's code that made the current op (cheap: no source reading)."""
     frame = sys._getframe(2)
-    while frame is not None and _in_package(frame.f_code.co_filename):
+    inside = _INSIDE
+    while frame is not None:
+        code = frame.f_code
+        known = inside.get(code)
+        if known is None:
+            known = inside[code] = _in_package(code.co_filename)
+        if not known:
+            return (code.co_filename, frame.f_lineno)
         frame = frame.f_back
-    return None if frame is None else (frame.f_code.co_filename, frame.f_lineno)
+    return None
+
+
+_INSIDE: dict = {}  # code object -> whether it is mytorch's own code (memo for _user_frame)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -56,14 +66,24 @@ class TracerTensor(Tensor):
     """A stand-in Tensor while tracing: shape and dtype only; reading its numbers is an error."""
 
     _abstract = True
+    # Tape fields every stand-in has (class defaults: one traced op sets only `node`).
+    trainable = True
+    _prev = ()
 
     def __init__(self, node: Node):  # noqa: D107 - Tensor.__init__ is deliberately not called
         self.node = node
-        self.trainable = True
-        self._prev = ()
-        self._op = node.op
-        self.label = node.name
-        self._backward = _no_backward
+
+    @property
+    def _op(self) -> str:
+        return self.node.op
+
+    @property
+    def label(self) -> str:
+        return self.node.name
+
+    @staticmethod
+    def _backward() -> None:
+        pass
 
     def _data_dependent(self, what: str):
         raise CompileError(
@@ -96,10 +116,6 @@ class TracerTensor(Tensor):
 
     def __repr__(self) -> str:
         return f"TracerTensor(%{self.node.name}: {self.node.type})"
-
-
-def _no_backward() -> None:
-    pass
 
 
 @dataclass
@@ -158,8 +174,20 @@ class Tracer:
             self._lifted[id(t)] = node
         return node
 
-    def record(self, op, tensors, params) -> TracerTensor:
-        node = self.graph.add_node(op.name, [self.lift(t) for t in tensors], params)
+    def record(self, op_name: str, args, params) -> TracerTensor:
+        """Record op `op_name` on `args` (stand-ins, concrete tensors or numbers) as a node.
+
+        This runs once per op of the traced program (T times per op of a T-step loop), so the
+        common case is kept short: stand-in inputs, a cached type, a lazily formatted location.
+        """
+        graph = self.graph
+        inputs = []
+        for a in args:
+            if a.__class__ is TracerTensor and a.node.graph is graph:
+                inputs.append(a.node)
+            else:
+                inputs.append(self.lift(a if isinstance(a, Tensor) else _as_tensor(a)))
+        node = graph.add_node(op_name, inputs, params)
         node.loc = _user_frame()
         return TracerTensor(node)
 
