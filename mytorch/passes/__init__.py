@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (each module registers its pass)
     fuse_rnn_cell,
     hoist_input_projection,
     reroll,
+    roll,
     simplify,
     split_concat,
 )

@@ -52,6 +52,8 @@ def remark(pattern: str, node, fired: bool, reason: str = "") -> bool:
 # The order DESIGN.md gives; each name is registered by its module in mytorch/passes/.
 PIPELINES: dict[str, list[str]] = {
     "default": [
+        "roll",
+        "batch_steps",
         "simplify",
         "const_fold",
         "cse",
