@@ -31,7 +31,10 @@ CONST = "const"
 # rule runs once per signature, not once per node. The tables are dropped together when they grow.
 _FROZEN: dict[tuple, Mapping] = {}  # params items (any order) -> the shared mapping
 _FROZEN_IDS: dict[int, Mapping] = {}  # id -> shared frozen mapping (kept alive by _FROZEN)
-_TYPES: dict[tuple, TensorType] = {}  # (op, input types, id of shared params) -> output type
+# (op, id(params), *ids of the input types) -> (output type, what the ids belong to). Keying by id
+# is cheap, and sound: the entry keeps those objects alive, so no other object has their ids.
+_TYPES: dict[tuple, tuple] = {}
+_CANONICAL: dict[TensorType, TensorType] = {}  # one object per distinct type, so ids match
 _CACHE_LIMIT = 1 << 14
 
 
@@ -48,9 +51,7 @@ def freeze_params(params: Mapping) -> Mapping:
         return MappingProxyType(dict(sorted(params.items())))
     if frozen is None:  # new, or the same params in another order
         if len(_FROZEN) >= _CACHE_LIMIT:
-            _FROZEN.clear()
-            _FROZEN_IDS.clear()
-            _TYPES.clear()  # its keys hold ids of the mappings just dropped
+            _clear_caches()
         items = sorted(params.items())
         if any(isinstance(v, Graph) for _, v in items):  # a body, rewritten in place: not shared
             return MappingProxyType(dict(items))
@@ -61,6 +62,18 @@ def freeze_params(params: Mapping) -> Mapping:
             _FROZEN_IDS[id(frozen)] = frozen
         _FROZEN[key] = frozen
     return frozen
+
+
+def _clear_caches() -> None:
+    _FROZEN.clear()
+    _FROZEN_IDS.clear()
+    _TYPES.clear()
+    _CANONICAL.clear()
+
+
+def canonical_type(type: TensorType) -> TensorType:
+    """The one shared object equal to `type` (so type caches can key on its id)."""
+    return _CANONICAL.setdefault(type, type)
 
 
 NO_PARAMS = freeze_params({})
@@ -161,7 +174,7 @@ class Graph:
     ) -> Node:
         """Append a graph input (or a parameter input) named `name` (made unique if `rename`)."""
         name = self.unique_name(name) if rename and name in self._names else self._claim(name)
-        node = Node(name, "param" if param else "input", type=type)
+        node = Node(name, "param" if param else "input", type=canonical_type(type))
         node.graph = self
         self.inputs.append(node)
         return node
@@ -174,7 +187,7 @@ class Graph:
         node = Node(
             self._claim(name) if name else self.unique_name("c"),
             CONST,
-            type=TensorType(tuple(value.shape), value.dtype),
+            type=canonical_type(TensorType(tuple(value.shape), value.dtype)),
             value=value,
         )
         return self._append(node, before)
@@ -196,7 +209,13 @@ class Graph:
         if type is None:
             type = infer_type(op, inputs, params)
         node = Node(self._claim(name) if name else self.unique_name(op), op, inputs, params, type)
-        return self._append(node, before)
+        if before is not None:
+            return self._append(node, before)
+        node.graph = self  # what _append does, inline: this runs once per traced op
+        for i in inputs:
+            i.users.append(node)
+        self._nodes.append(node)
+        return node
 
     def _append(self, node: Node, before: Node | None = None) -> Node:
         node.graph = self
@@ -364,22 +383,29 @@ class Graph:
         return render(self, path)
 
 
+def shares_params(node: Node) -> bool:
+    """True when `node`'s params are the shared mapping of their value (never with a graph)."""
+    return _FROZEN_IDS.get(id(node.params)) is node.params
+
+
 def subgraph_params(node: Node) -> list[Graph]:
     """The graphs among `node`'s params (a loop's body)."""
-    params = node.params
-    if _FROZEN_IDS.get(id(params)) is params:  # shared params never hold a graph
+    if shares_params(node):
         return []
-    return [v for v in params.values() if isinstance(v, Graph)]
+    return [v for v in node.params.values() if isinstance(v, Graph)]
 
 
 def infer_type(op: str, inputs, params: Mapping) -> TensorType:
     """The output type of `op` on `inputs` with (frozen) `params`, by the op's own shape rule."""
-    types = tuple([i.type for i in inputs])
-    key = (op, types, id(params))
+    key = (op, id(params), *[id(i.type) for i in inputs])
     found = _TYPES.get(key)
-    if found is not None:  # ids in keys belong to live shared mappings, so this is `params`
-        return found
-    found = get_op(op).shape(*types, **params)
-    if _FROZEN_IDS.get(id(params)) is params:
-        _TYPES[key] = found
-    return found
+    if found is not None:
+        return found[0]
+    types = [i.type for i in inputs]
+    result = get_op(op).shape(*types, **params)
+    if _FROZEN_IDS.get(id(params)) is params:  # shared params never hold a (mutable) body graph
+        if len(_TYPES) >= _CACHE_LIMIT:
+            _clear_caches()
+        result = canonical_type(result)
+        _TYPES[key] = (result, params, types)
+    return result

@@ -9,7 +9,9 @@ tracing (from Python numbers) are constants.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import inspect
 import linecache
 import os
@@ -45,16 +47,16 @@ def _user_frame() -> tuple[str, int] | None:
     inside = _INSIDE
     while frame is not None:
         code = frame.f_code
-        known = inside.get(code)
-        if known is None:
-            known = inside[code] = _in_package(code.co_filename)
-        if not known:
+        known = inside.get(id(code))  # (code objects hash their contents, ids are cheap)
+        if known is None or known[0] is not code:
+            known = inside[id(code)] = (code, _in_package(code.co_filename))
+        if not known[1]:
             return (code.co_filename, frame.f_lineno)
         frame = frame.f_back
     return None
 
 
-_INSIDE: dict = {}  # code object -> whether it is mytorch's own code (memo for _user_frame)
+_INSIDE: dict[int, tuple] = {}  # id(code) -> (code, whether it is mytorch's own code)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -207,7 +209,7 @@ def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> T
         else:
             stand_ins.append(leaf)
     t_args, t_kwargs = pytree.unflatten(spec, stand_ins)
-    with tracing(tracer):
+    with tracing(tracer), _collector_paused():
         out = fn(*t_args, **t_kwargs)
         out_leaves, out_spec = pytree.flatten(out)
         outputs, static = [], []
@@ -219,6 +221,19 @@ def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> T
                 static.append(leaf)
     graph.set_outputs(outputs)
     return TraceResult(graph, tracer.params, out_spec, is_tensor, static)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Tracing makes many objects that live on in the graph: the cyclic garbage collector would
+    scan them again and again for nothing (about a tenth of the time of a long trace)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _argument_names(fn, args, kwargs) -> list[str]:

@@ -4,7 +4,7 @@ then types (every node's type recomputed by its op's shape rule). Runs after tra
 from __future__ import annotations
 
 from ..ops import OPS
-from .graph import CONST, Graph, Node, infer_type, subgraph_params
+from .graph import CONST, Graph, Node, infer_type, shares_params, subgraph_params
 
 
 class VerifyError(AssertionError):
@@ -41,12 +41,23 @@ def verify(graph: Graph) -> Graph:
                     uses[i] = [node]
                 else:
                     readers.append(node)
-            _check_type(node, index)
-            for body in subgraph_params(node):
-                try:
-                    verify(body)
-                except VerifyError as e:
-                    raise VerifyError(f"{_where(index, node)}: in its body: {e}") from e
+            try:
+                expected = infer_type(node.op, node.inputs, node.params)
+            except (ValueError, TypeError, IndexError) as e:
+                raise VerifyError(
+                    f"{_where(index, node)}: {_operands(node)} are invalid: {e}"
+                ) from e
+            if expected is not node.type and expected != node.type:
+                raise VerifyError(
+                    f"{_where(index, node)}: recorded type {node.type}, but its shape rule gives "
+                    f"{expected} for {_operands(node)}"
+                )
+            if node.params and not shares_params(node):
+                for body in subgraph_params(node):
+                    try:
+                        verify(body)
+                    except VerifyError as e:
+                        raise VerifyError(f"{_where(index, node)}: in its body: {e}") from e
         defined.add(node)
     for o in graph.outputs:
         if o not in defined:
@@ -102,18 +113,6 @@ def _check_const(node: Node, index: int) -> None:
         raise VerifyError(
             f"{_where(index, node)}: value is {node.value.dtype}{list(node.value.shape)}, "
             f"recorded type is {node.type}"
-        )
-
-
-def _check_type(node: Node, index: int) -> None:
-    try:
-        expected = infer_type(node.op, node.inputs, node.params)
-    except (ValueError, TypeError, IndexError) as e:
-        raise VerifyError(f"{_where(index, node)}: {_operands(node)} are invalid: {e}") from e
-    if expected != node.type:
-        raise VerifyError(
-            f"{_where(index, node)}: recorded type {node.type}, but its shape rule gives "
-            f"{expected} for {_operands(node)}"
         )
 
 
