@@ -11,6 +11,8 @@ Nodes keep their users, so rewrites are cheap; `replace_all_uses` is the one way
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import itertools
 import re
@@ -381,6 +383,20 @@ class Graph:
         from .printer import render
 
         return render(self, path)
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Pause Python's cyclic garbage collector. Tracing, verifying and rewriting a long graph
+    make many objects that live on in the graph; collections would only scan them again and
+    again (a third of verifying a 5,000-step trace). Restores the collector's state after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def shares_params(node: Node) -> bool:

@@ -9,9 +9,7 @@ tracing (from Python numbers) are constants.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import inspect
 import linecache
 import os
@@ -24,7 +22,7 @@ from .. import pytree
 from ..errors import CompileError
 from ..ops.registry import TensorType
 from ..tensor import Tensor, _as_tensor, tracing
-from .graph import Graph, Node
+from .graph import Graph, Node, collector_paused
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -209,7 +207,7 @@ def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> T
         else:
             stand_ins.append(leaf)
     t_args, t_kwargs = pytree.unflatten(spec, stand_ins)
-    with tracing(tracer), _collector_paused():
+    with tracing(tracer), collector_paused():
         out = fn(*t_args, **t_kwargs)
         out_leaves, out_spec = pytree.flatten(out)
         outputs, static = [], []
@@ -221,19 +219,6 @@ def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> T
                 static.append(leaf)
     graph.set_outputs(outputs)
     return TraceResult(graph, tracer.params, out_spec, is_tensor, static)
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Tracing makes many objects that live on in the graph: the cyclic garbage collector would
-    scan them again and again for nothing (about a tenth of the time of a long trace)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _argument_names(fn, args, kwargs) -> list[str]:

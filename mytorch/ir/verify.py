@@ -4,7 +4,15 @@ then types (every node's type recomputed by its op's shape rule). Runs after tra
 from __future__ import annotations
 
 from ..ops import OPS
-from .graph import CONST, Graph, Node, infer_type, shares_params, subgraph_params
+from .graph import (
+    CONST,
+    Graph,
+    Node,
+    collector_paused,
+    infer_type,
+    shares_params,
+    subgraph_params,
+)
 
 
 class VerifyError(AssertionError):
@@ -17,6 +25,11 @@ def verify(graph: Graph) -> Graph:
     One sweep over the nodes (this runs after tracing and after every pass, on graphs as long as
     a traced loop): type checks reuse the shape-rule cache of `infer_type`.
     """
+    with collector_paused():
+        return _verify(graph)
+
+
+def _verify(graph: Graph) -> Graph:
     names: set[str] = set()
     defined: set[Node] = set()
     for node in graph.inputs:
@@ -55,7 +68,7 @@ def verify(graph: Graph) -> Graph:
             if node.params and not shares_params(node):
                 for body in subgraph_params(node):
                     try:
-                        verify(body)
+                        _verify(body)
                     except VerifyError as e:
                         raise VerifyError(f"{_where(index, node)}: in its body: {e}") from e
         defined.add(node)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..ir.graph import Graph
+from ..ir.graph import Graph, collector_paused
 from ..ir.verify import verify
 
 
@@ -138,7 +138,8 @@ class PassManager:
         saved = _remarks, _current_pass
         _remarks = self.remarks
         try:
-            return self._run(graph)
+            with collector_paused():  # (see collector_paused: rewriting a long graph)
+                return self._run(graph)
         finally:
             _remarks, _current_pass = saved
 
