@@ -1,4 +1,9 @@
-"""Shared helpers for the bench scripts: thread control, machine facts, timing, tables, JSON."""
+"""Shared helpers for the bench scripts: the tutorial RNN and the workload sizes, thread control,
+machine facts, timing, tables, JSON.
+
+The scripts are modules of the `bench` package; run them from the repository root as
+`python -m bench.<script>`, so `import mytorch` finds this checkout.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,92 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import mytorch
+from mytorch import Tensor, nn
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Set on some machines of this workplace for old OpenBLAS builds; they slow a current numpy.
 OPENBLAS_TUNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- the model and the workloads -------------------------------------------------------------
+
+
+class RNN(nn.Module):
+    """The tutorial's RNN (cell In [7])."""
+
+    def __init__(self, input_size, hidden_size, output_size):
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.output_size = output_size
+        self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
+        self.h2o = nn.Linear(hidden_size, output_size)
+
+    def forward(self, input, hidden):
+        combined = Tensor.cat((input, hidden), 1)
+        hidden = self.i2h(combined)
+        hidden = mytorch.tanh(hidden)
+        output = self.h2o(hidden)
+        return output, hidden
+
+
+def make_seq(rnn: RNN, batch: int, hidden_size: int):
+    """The cell over every step of `xs` (T, B, I) from h = 0: every step's output stacked to
+    (T, B, O), and the final h."""
+
+    def seq(xs):
+        h = mytorch.zeros(batch, hidden_size)
+        outs = []
+        for t in range(xs.shape[0]):
+            out, h = rnn(xs[t], h)
+            outs.append(out)
+        return mytorch.stack(outs), h
+
+    return seq
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One problem size (issue #6): input, hidden and output widths, batch and steps."""
+
+    name: str
+    label: str
+    input_size: int
+    hidden_size: int
+    output_size: int
+    batch: int
+    steps: int
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds of the forward's three matmuls, counted as 2 flops each."""
+        i, h, o = self.input_size, self.hidden_size, self.output_size
+        return 2 * self.batch * self.steps * (i * h + h * h + h * o)
+
+    def sizes(self) -> str:
+        return (
+            f"I={self.input_size} H={self.hidden_size} O={self.output_size} "
+            f"B={self.batch} T={self.steps}"
+        )
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.label}): {self.sizes()}, {format_flops(self.flops)} per call"
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("W1", "names latency", 57, 128, 18, 1, 12),
+        Workload("W2", "batched", 128, 256, 128, 32, 64),
+        Workload("W3", "large", 512, 1024, 512, 128, 32),
+    )
+}
 
 
 # ---- environment -----------------------------------------------------------------------------
@@ -118,17 +202,45 @@ def machine_facts() -> dict:
     return facts
 
 
+def load_torch(threads: int):
+    """PyTorch set to `threads` threads, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def torch_status(torch, skipped: bool) -> str:
+    if torch is not None:
+        return torch.__version__
+    return "skipped (--no-torch)" if skipped else "not installed (rows skipped)"
+
+
+def set_mytorch_threads(threads: int) -> bool:
+    """Call mytorch.set_num_threads when mytorch has it; whether it did."""
+    # NOTE: set_num_threads may not exist yet in mytorch; the env variables cover BLAS.
+    if not hasattr(mytorch, "set_num_threads"):
+        return False
+    mytorch.set_num_threads(threads)
+    return True
+
+
 # ---- timing ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TimingPlan:
-    """How long to spend timing one callable: a time budget and bounds on the repeat count."""
+    """How long to spend timing one callable: a time budget and bounds on the repeat count, and
+    the clock each call is timed with (wall-clock by default; `time.process_time` counts only
+    this process's CPU time, less disturbed by other jobs when everything runs on one thread)."""
 
     budget_s: float
     min_repeats: int
     max_repeats: int = 20_000
     probe_s: float = 0.1
+    clock: Callable[[], float] = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -160,7 +272,7 @@ def estimate_seconds_per_call(fn, probe_s: float) -> float:
             return elapsed / calls
 
 
-def per_call_times(fn, repeats: int) -> list[float]:
+def per_call_times(fn, repeats: int, clock=time.perf_counter) -> list[float]:
     """Each of `repeats` calls timed alone; the garbage collector is off so it cannot land
     inside one call."""
     times = []
@@ -168,9 +280,9 @@ def per_call_times(fn, repeats: int) -> list[float]:
     gc.disable()
     try:
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     finally:
         if was_enabled:
             gc.enable()
@@ -183,7 +295,7 @@ def measure(fn, plan: TimingPlan) -> Timing:
     estimate = estimate_seconds_per_call(fn, min(plan.probe_s, plan.budget_s))
     repeats = int(plan.budget_s / max(estimate, 1e-9))
     repeats = max(plan.min_repeats, min(plan.max_repeats, repeats))
-    times = per_call_times(fn, repeats)
+    times = per_call_times(fn, repeats, plan.clock)
     return Timing(statistics.median(times), min(times), max(times), repeats)
 
 
@@ -198,6 +310,28 @@ def format_seconds(seconds: float | None) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
+
+
+def header_lines(title: str, facts: dict, threads: int) -> list[str]:
+    """A Markdown title, then the machine, library versions and thread settings of this run."""
+    blas = f"{facts['blas']} {facts['blas_version']}"
+    if "blas_core" in facts:
+        blas += f" (kernel {facts['blas_core']}, {facts['blas_threads']} threads)"
+    tuning = ", ".join(f"{v}={facts[v] or '(unset)'}" for v in OPENBLAS_TUNING_VARS)
+    return [
+        f"# {title}, {facts['date']}",
+        "",
+        f"- CPU: {facts['cpu']} ({facts['cores']} cores, load average "
+        f"{facts['load_average_1min']:.2f} at start); threads: {threads} "
+        f"(mytorch.set_num_threads: {'called' if facts['mytorch_set_num_threads'] else 'absent'})",
+        f"- numpy {facts['numpy']}, BLAS {blas}; torch {facts['torch']}",
+        f"- mytorch {mytorch.__version__} at {facts['git']}; Python {facts['python']}",
+        f"- {tuning}",
+    ]
+
+
+def format_flops(flops: int) -> str:
+    return f"{flops / 1e9:.3g} GFLOP" if flops >= 1e9 else f"{flops / 1e6:.3g} MFLOP"
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

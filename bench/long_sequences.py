@@ -1,6 +1,6 @@
 """Compile time of long recurrences with the llvm backend, and the graph size after the passes.
 
-    python bench/long_sequences.py [--steps 5000] [--loop-steps 12 1000] [--repeat 1]
+    python -m bench.long_sequences [--steps 5000] [--loop-steps 12 1000] [--repeat 1]
 
 Reports, for `nn.RNN` over `--steps` steps, for the tutorial's RNN (cell In [7]) in a Python
 loop over each of `--loop-steps` steps, and for `nn.LSTM` (which stays unrolled: compare how its
@@ -25,28 +25,10 @@ import llvmlite
 import numpy as np
 
 import mytorch
+from bench.common import RNN, cpu_model
 from mytorch import Tensor, nn
 from mytorch.codegen import BACKENDS
 from mytorch.passes import PassManager, resolve_pipeline
-
-
-class RNN(nn.Module):
-    """The tutorial's RNN (cell In [7])."""
-
-    def __init__(self, input_size, hidden_size, output_size):
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.output_size = output_size
-        self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
-        self.h2o = nn.Linear(hidden_size, output_size)
-
-    def forward(self, input, hidden):
-        combined = Tensor.cat((input, hidden), 1)
-        hidden = self.i2h(combined)
-        hidden = mytorch.tanh(hidden)
-        output = self.h2o(hidden)
-        return output, hidden
 
 
 def tutorial_loop(steps: int):
@@ -144,17 +126,6 @@ def print_row(name: str, steps: int, m: dict) -> None:
     print(f"  vs eager          worst error/tolerance {m['error']:.3f} ({status})")
 
 
-def machine() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5000, help="nn.RNN sequence length")
@@ -164,7 +135,7 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    print(f"machine: {machine()}; Python {platform.python_version()}, numpy {np.__version__}, "
+    print(f"machine: {cpu_model()}; Python {platform.python_version()}, numpy {np.__version__}, "
           f"llvmlite {llvmlite.__version__}")
     print(f"median of {args.repeat} compilation(s) each\n")
     # LLVM's one-time initialization is not part of any graph's compile time.

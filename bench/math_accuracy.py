@@ -1,8 +1,8 @@
 """Exhaustive accuracy and throughput of mytorch.codegen.mathfns (float32 exp, tanh, log, sigmoid).
 
-    python bench/math_accuracy.py                  # all 2^32 inputs per function, then timings
-    python bench/math_accuracy.py --bits 28        # a strided 2^28 subset (quicker)
-    python bench/math_accuracy.py --fit            # re-derive the polynomial coefficients
+    python -m bench.math_accuracy                  # all 2^32 inputs per function, then timings
+    python -m bench.math_accuracy --bits 28        # a strided 2^28 subset (quicker)
+    python -m bench.math_accuracy --fit            # re-derive the polynomial coefficients
 
 The reference is numpy in float64 rounded to float32. Errors are ulp distances along the ordered
 float32 bit patterns (NaN vs number counts as 2^32). Timings are medians over repeats on 2^20
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# The JIT harness lives with the tests it serves; tests/ is not a package.
 sys.path.insert(0, str(REPO / "tests" / "codegen"))
 
 from jit_harness import UnaryKernel, ulp_distance  # noqa: E402

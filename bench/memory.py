@@ -1,6 +1,6 @@
 """Memory over many calls of compiled code: the process must not grow call after call.
 
-    python bench/memory.py [--steps 12] [--warmup 200] [--calls 1000 10000] [--no-grad]
+    python -m bench.memory [--steps 12] [--warmup 200] [--calls 1000 10000] [--no-grad]
 
 Compiles the tutorial's RNN (cell In [7]) in a Python loop over `--steps` steps with the llvm
 backend, calls it `--warmup` times, then reads the resident set size (RSS, /proc/self/statm)
@@ -22,28 +22,10 @@ import sys
 import numpy as np
 
 import mytorch
-from mytorch import Tensor, nn
+from bench.common import RNN
+from mytorch import Tensor
 
 LIMIT_BYTES = 2 * 2**20
-
-
-class RNN(nn.Module):
-    """The tutorial's RNN (cell In [7])."""
-
-    def __init__(self, input_size, hidden_size, output_size):
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.output_size = output_size
-        self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
-        self.h2o = nn.Linear(hidden_size, output_size)
-
-    def forward(self, input, hidden):
-        combined = Tensor.cat((input, hidden), 1)
-        hidden = self.i2h(combined)
-        hidden = mytorch.tanh(hidden)
-        output = self.h2o(hidden)
-        return output, hidden
 
 
 def rss_bytes() -> int:

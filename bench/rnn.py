@@ -1,9 +1,9 @@
 """The RNN benchmark: the tutorial's cell over T steps, eager vs compiled vs numpy vs PyTorch.
 
-    python bench/rnn.py                         # W1, W2, W3 at 1 thread
-    python bench/rnn.py --workloads W1,W2 --quick
-    python bench/rnn.py --threads 2 --json /tmp/rnn.json
-    python bench/rnn.py --smoke                 # W1 only, a few calls per row (the test uses it)
+    python -m bench.rnn                         # W1, W2, W3 at 1 thread
+    python -m bench.rnn --workloads W1,W2 --quick
+    python -m bench.rnn --threads 2 --json /tmp/rnn.json
+    python -m bench.rnn --smoke                 # W1 only, a few calls per row (the test uses it)
 
 Every implementation computes `h = tanh(cat(x, h) @ W.T + b); out = h @ Wo.T + bo` for T steps
 from h = 0 and returns every step's output (T, B, O) and the final h, in float32. Each one is
@@ -20,100 +20,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from common import (
+
+import mytorch
+from bench.common import (
     OPENBLAS_TUNING_VARS,
     REPO,
+    RNN,
+    WORKLOADS,
     Timing,
     TimingPlan,
+    Workload,
     format_seconds,
+    header_lines,
+    load_torch,
     machine_facts,
+    make_seq,
     markdown_table,
     measure,
     reexec_with_thread_env,
+    set_mytorch_threads,
     timed_call,
+    torch_status,
     write_json,
 )
-
-import mytorch
-from mytorch import Tensor, nn
+from mytorch import Tensor
 
 RTOL = 1e-4
 ATOL = 1e-5
 SEED = 0
 LLVM_ROW = "mytorch compiled (llvm)"
-
-
-@dataclass(frozen=True)
-class Workload:
-    """One problem size: input, hidden and output widths, batch and steps."""
-
-    name: str
-    label: str
-    input_size: int
-    hidden_size: int
-    output_size: int
-    batch: int
-    steps: int
-
-    @property
-    def flops(self) -> int:
-        """Multiply-adds of the three matmuls per call, counted as 2 flops each."""
-        i, h, o = self.input_size, self.hidden_size, self.output_size
-        return 2 * self.batch * self.steps * (i * h + h * h + h * o)
-
-    def describe(self) -> str:
-        return (
-            f"{self.name} ({self.label}): I={self.input_size} H={self.hidden_size} "
-            f"O={self.output_size} B={self.batch} T={self.steps}, "
-            f"{format_flops(self.flops)} per call"
-        )
-
-
-def format_flops(flops: int) -> str:
-    return f"{flops / 1e9:.3g} GFLOP" if flops >= 1e9 else f"{flops / 1e6:.3g} MFLOP"
-
-
-WORKLOADS = {
-    w.name: w
-    for w in (
-        Workload("W1", "names latency", 57, 128, 18, 1, 12),
-        Workload("W2", "batched", 128, 256, 128, 32, 64),
-        Workload("W3", "large", 512, 1024, 512, 128, 32),
-    )
-}
-
-
-class RNN(nn.Module):
-    """The tutorial's RNN (cell In [7])."""
-
-    def __init__(self, input_size, hidden_size, output_size):
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.output_size = output_size
-        self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
-        self.h2o = nn.Linear(hidden_size, output_size)
-
-    def forward(self, input, hidden):
-        combined = Tensor.cat((input, hidden), 1)
-        hidden = self.i2h(combined)
-        hidden = mytorch.tanh(hidden)
-        output = self.h2o(hidden)
-        return output, hidden
-
-
-def make_seq(rnn: RNN, batch: int, hidden_size: int):
-    """The function under test: the cell over every step of `xs` (T, B, I) from h = 0."""
-
-    def seq(xs):
-        h = mytorch.zeros(batch, hidden_size)
-        outs = []
-        for t in range(xs.shape[0]):
-            out, h = rnn(xs[t], h)
-            outs.append(out)
-        return mytorch.stack(outs), h
-
-    return seq
 
 
 @dataclass
@@ -397,24 +332,6 @@ def measure_context(args, plan: TimingPlan) -> dict:
 # ---- report --------------------------------------------------------------------------------
 
 
-def header_lines(facts: dict, threads: int) -> list[str]:
-    """The machine, library versions and thread settings of this run."""
-    blas = f"{facts['blas']} {facts['blas_version']}"
-    if "blas_core" in facts:
-        blas += f" (kernel {facts['blas_core']}, {facts['blas_threads']} threads)"
-    tuning = ", ".join(f"{v}={facts[v] or '(unset)'}" for v in OPENBLAS_TUNING_VARS)
-    return [
-        f"# RNN benchmark, {facts['date']}",
-        "",
-        f"- CPU: {facts['cpu']} ({facts['cores']} cores, load average "
-        f"{facts['load_average_1min']:.2f} at start); threads: {threads} "
-        f"(mytorch.set_num_threads: {'called' if facts['mytorch_set_num_threads'] else 'absent'})",
-        f"- numpy {facts['numpy']}, BLAS {blas}; torch {facts['torch']}",
-        f"- mytorch {mytorch.__version__} at {facts['git']}; Python {facts['python']}",
-        f"- {tuning}",
-    ]
-
-
 def context_lines(context: dict) -> list[str]:
     size = context["sgemm_size"]
     peak = context["sgemm_gflops"]
@@ -480,7 +397,7 @@ TABLE_HEADERS = [
 
 def report(facts, threads, context, results: dict[str, list[Row]]) -> str:
     """The whole Markdown report."""
-    lines = header_lines(facts, threads) + context_lines(context) + [""]
+    lines = header_lines("RNN benchmark", facts, threads) + context_lines(context) + [""]
     lines += [f"- {w}" for w in (WORKLOADS[name].describe() for name in results)] + [""]
     all_rows = [cells for rows in results.values() for cells in table_rows(rows)]
     lines += [markdown_table(TABLE_HEADERS, all_rows), ""]
@@ -573,31 +490,6 @@ def timing_plan(args) -> TimingPlan:
     if args.quick:
         return TimingPlan(budget_s=0.3, min_repeats=3)
     return TimingPlan(budget_s=1.5, min_repeats=3)
-
-
-def load_torch(threads: int):
-    """PyTorch set to `threads` threads, or None when it is not installed."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    return torch
-
-
-def torch_status(torch, skipped: bool) -> str:
-    if torch is not None:
-        return torch.__version__
-    return "skipped (--no-torch)" if skipped else "not installed (rows skipped)"
-
-
-def set_mytorch_threads(threads: int) -> bool:
-    """Call mytorch.set_num_threads when mytorch has it; whether it did."""
-    # NOTE: set_num_threads may not exist yet in mytorch; the env variables cover BLAS.
-    if not hasattr(mytorch, "set_num_threads"):
-        return False
-    mytorch.set_num_threads(threads)
-    return True
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """Trace a 5,000-step unrolled tutorial RNN loop and print the trace time and graph size.
 
-    python bench/trace_long.py [--steps 5000] [--repeat 3]
+    python -m bench.trace_long [--steps 5000] [--repeat 3]
 
 The tutorial's RNN step (cell In [7]) runs inside `for t in range(steps)`, so tracing unrolls
 it into one node chain `steps` long. Nothing in tracing, verifying, printing or running the
@@ -19,25 +19,9 @@ import time
 import numpy as np
 
 import mytorch
-from mytorch import Tensor, nn
+from bench.common import RNN
 from mytorch.ir import parse, verify
 from mytorch.ir.interpreter import run
-
-
-class RNN(nn.Module):
-    """The tutorial's RNN (cell In [7])."""
-
-    def __init__(self, input_size, hidden_size, output_size):
-        super().__init__()
-        self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
-        self.h2o = nn.Linear(hidden_size, output_size)
-
-    def forward(self, input, hidden):
-        combined = Tensor.cat((input, hidden), 1)
-        hidden = self.i2h(combined)
-        hidden = mytorch.tanh(hidden)
-        output = self.h2o(hidden)
-        return output, hidden
 
 
 def timed(fn, repeat: int):

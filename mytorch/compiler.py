@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import pytree
+from .compiled_backward import CompiledBackward
 from .errors import CompileError
-from .ir.autodiff import attach_gradients
+from .ir.autodiff import derive_backward
 from .ir.graph import Graph
 from .ir.parser import parse
 from .ir.trace import TraceResult, trace_call
@@ -37,12 +39,22 @@ def trace(model_or_fn, *example_inputs) -> Graph:
 def explain(model_or_fn, *example_inputs, passes="default") -> Explanation:
     """A report of what the pass pipeline does to `model_or_fn(*example_inputs)`."""
     fn, name, param_names = _target(model_or_fn)
-    traced = trace_call(fn, example_inputs, {}, name=name, param_names=param_names).graph
-    verify(traced)
+    result = trace_call(fn, example_inputs, {}, name=name, param_names=param_names)
+    traced = verify(result.graph)
     before = parse(str(traced))  # a copy: the passes rewrite in place
     manager = PassManager(resolve_pipeline(passes), remarks=[])
     graph = manager.run(traced)
-    return Explanation(_title(name, before), before, graph, manager.records, manager.remarks)
+    report = Explanation(_title(name, before), before, graph, manager.records, manager.remarks)
+    sources = [x for x in pytree.flatten(example_inputs)[0] if isinstance(x, Tensor)]
+    wrt = tuple(k for k, t in enumerate(sources + result.params) if t.trainable)
+    if is_grad_enabled() and wrt:  # what a call needing gradients also builds
+        backward = derive_backward(graph, wrt)
+        derived = len(backward.graph)
+        manager = PassManager(resolve_pipeline(passes))
+        backward.graph = manager.run(verify(backward.graph))
+        backward.prune_inputs()
+        report.add_backward(derived, backward.graph, manager.records, backward.saved)
+    return report
 
 
 def _title(name: str, graph: Graph) -> str:
@@ -112,6 +124,9 @@ class _Compiled:
     graph: Graph
     runner: object
     artifacts: object  # backend extras: llvm_ir, asm
+    dump: _DumpWriter | None = None
+    # per tuple of input positions needing gradients: its training build, or why there is none
+    training: dict = field(default_factory=dict)
 
 
 class CompiledFunction:
@@ -127,6 +142,7 @@ class CompiledFunction:
         self._cache: dict = {}
         self._warned: set[str] = set()
         self._last: _Compiled | None = None
+        self._last_training: CompiledBackward | None = None
         if not isinstance(fn, type) and hasattr(fn, "__name__"):
             functools.update_wrapper(self, fn, updated=())
 
@@ -136,6 +152,11 @@ class CompiledFunction:
     def graph(self) -> Graph | None:
         """The optimized graph of the last signature used."""
         return self._last.graph if self._last else None
+
+    @property
+    def backward_graph(self) -> Graph | None:
+        """The optimized backward graph of the last call that needed gradients, if any."""
+        return self._last_training.graph if self._last_training else None
 
     @property
     def llvm_ir(self) -> str | None:
@@ -162,8 +183,22 @@ class CompiledFunction:
             entry = self._cache[key] = self._build(args, kwargs)
         if isinstance(entry, CompileError):
             return self._fn(*args, **kwargs)
+        inputs = [x for x in leaves if isinstance(x, Tensor)]
+        sources = inputs + entry.trace.params
+        if mode[1]:
+            wrt = tuple([k for k, t in enumerate(sources) if t.trainable])
+            if wrt:
+                training = entry.training.get(wrt) or self._build_training(entry, wrt)
+                if isinstance(training, CompileError):
+                    return self._fn(*args, **kwargs)
+                self._last, self._last_training = entry, training
+                arrays = [t.data for t in sources]
+                return entry.trace.assemble(training.run(sources, arrays))
+        runner = entry.runner or self._build_runner(entry)
+        if isinstance(runner, CompileError):
+            return self._fn(*args, **kwargs)
         self._last = entry
-        return self._run(entry, leaves)
+        return self._run(entry, sources)
 
     def _build(self, args, kwargs):
         try:
@@ -182,36 +217,72 @@ class CompiledFunction:
                 remarks=[] if dump else None,
             )
             graph = manager.run(result.graph)
-            runner = get_backend(self._backend_name)(graph)
-            artifacts = getattr(runner, "artifacts", None)
             if dump:
-                dump.artifacts(artifacts)
                 report = Explanation(title, result.graph, graph, manager.records, manager.remarks)
                 report.traced_nodes = traced_nodes
                 dump.write("explain.txt", str(report))
-            return _Compiled(result, graph, runner, artifacts)
+            entry = _Compiled(result, graph, None, None, dump)
+            # A call that needs gradients runs the training build (a forward that also saves
+            # what the backward reads): the plain forward is built when a call first needs it.
+            sources = [x for x in pytree.flatten((args, kwargs))[0] if isinstance(x, Tensor)]
+            if not (is_grad_enabled() and any(t.trainable for t in sources + result.params)):
+                self._build_runner(entry)
+            return entry
         except CompileError as e:
-            if self._fullgraph:
-                raise
-            reason = str(e)
-            if reason not in self._warned:
-                self._warned.add(reason)
-                warnings.warn(
-                    f"mytorch.compile({self._name}): running eagerly: {reason}",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-            return e
+            return self._fall_back(e)
 
-    def _run(self, entry: _Compiled, leaves):
-        inputs = [x for x in leaves if isinstance(x, Tensor)]
-        arrays = [t.data for t in inputs] + [p.data for p in entry.trace.params]
-        outs = entry.runner(arrays)
-        tensors = [Tensor._from_op(o, (), "compiled") for o in outs]
-        sources = inputs + entry.trace.params
-        if is_grad_enabled() and any(t.trainable for t in sources):
-            attach_gradients(entry.graph, sources, arrays, tensors)
-        return entry.trace.assemble(tensors)
+    def _build_runner(self, entry: _Compiled):
+        """Build the plain forward of a signature (raising or warning if the backend cannot)."""
+        try:
+            entry.runner = get_backend(self._backend_name)(entry.graph)
+        except CompileError as e:
+            entry.runner = self._fall_back(e)  # remembered: later calls run eagerly at once
+            return entry.runner
+        entry.artifacts = getattr(entry.runner, "artifacts", None)
+        if entry.dump:
+            entry.dump.artifacts(entry.artifacts)
+        return entry.runner
+
+    def _build_training(self, entry: _Compiled, wrt: tuple[int, ...]):
+        """The compiled backward for gradients of inputs `wrt` (positions among the sources)."""
+        dump = entry.dump.sub("backward") if entry.dump else None
+
+        def optimize(graph: Graph) -> Graph:
+            manager = PassManager(resolve_pipeline(self._passes), [dump] if dump else [])
+            return manager.run(verify(graph))
+
+        def build(graph: Graph):
+            runner = get_backend(self._backend_name)(graph)
+            if dump:
+                dump.artifacts(getattr(runner, "artifacts", None), graph.name)
+            return runner
+
+        try:
+            training = CompiledBackward(entry.graph, wrt, optimize, build, dump)
+            if entry.artifacts is None:  # what `llvm_ir` and `asm` show until a plain build
+                entry.artifacts = getattr(training.forward_runner, "artifacts", None)
+        except CompileError as e:
+            training = self._fall_back(e)
+        entry.training[wrt] = training
+        return training
+
+    def _fall_back(self, error: CompileError) -> CompileError:
+        """Warn once per reason that calls run eagerly (or raise, with fullgraph=True)."""
+        if self._fullgraph:
+            raise error
+        reason = str(error)
+        if reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(
+                f"mytorch.compile({self._name}): running eagerly: {reason}",
+                RuntimeWarning,
+                stacklevel=_frames_in_this_module() + 1,  # the user's line that made the call
+            )
+        return error
+
+    def _run(self, entry: _Compiled, sources: list[Tensor]):
+        outs = entry.runner([t.data for t in sources])
+        return entry.trace.assemble([Tensor._from_op(o, (), "compiled") for o in outs])
 
 
 class CompiledModule(CompiledFunction):
@@ -237,6 +308,14 @@ class CompiledModule(CompiledFunction):
         return f"Compiled{self._module!r}"
 
 
+def _frames_in_this_module() -> int:
+    """How many innermost frames of the caller's stack run code of this file."""
+    frame, count = sys._getframe(1), 0
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, count = frame.f_back, count + 1
+    return count
+
+
 def _leaf_key(x):
     if isinstance(x, Tensor):
         return ("tensor", x.shape, x.dtype.str)
@@ -257,9 +336,14 @@ def _training(fn) -> bool | None:
 class _DumpWriter:
     """Writes numbered stages of one compiled signature into `DIR/<function>-<k>/`."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, prefix: str = ""):
         self.folder = folder
+        self.prefix = prefix
         self.counter = 0
+
+    def sub(self, name: str) -> _DumpWriter:
+        """A writer into the same folder numbering its own stages: `<name>_000_...`."""
+        return _DumpWriter(self.folder, f"{self.prefix}{name}_")
 
     @classmethod
     def create(cls, root: str | None, name: str):
@@ -278,13 +362,13 @@ class _DumpWriter:
             f.write(text if text.endswith("\n") else text + "\n")
 
     def stage(self, name: str, graph: Graph) -> None:
-        self.write(f"{self.counter:03d}_{name}.txt", str(graph))
+        self.write(f"{self.prefix}{self.counter:03d}_{name}.txt", str(graph))
         self.counter += 1
 
     def after_pass(self, name: str, graph: Graph) -> None:
         self.stage(name, graph)
 
-    def artifacts(self, artifacts) -> None:
+    def artifacts(self, artifacts, label: str = "") -> None:
         for attr, filename in (
             ("llvm_ir_raw", "llvm_raw.ll"),
             ("llvm_ir", "llvm_opt.ll"),
@@ -292,5 +376,6 @@ class _DumpWriter:
         ):
             text = getattr(artifacts, attr, None)
             if text:
-                self.write(f"{self.counter:03d}_{filename}", text)
+                name = f"{label}_{filename}" if label else filename
+                self.write(f"{self.prefix}{self.counter:03d}_{name}", text)
                 self.counter += 1

@@ -449,16 +449,21 @@ def _make_backward(op, result_ref, tensors, arrays, params):
 
 
 @contextlib.contextmanager
-def tracing(tracer):
-    """Route every op to `tracer` (see `mytorch.ir.trace`) for the duration of the block."""
+def tracing(tracer, *, nested: bool = False):
+    """Route every op to `tracer` (see `mytorch.ir.trace`) for the duration of the block.
+
+    `nested=True` lets graph builders (autodiff building a loop body's backward) record into
+    another graph for a while, then give the outer tracer back.
+    """
     global _tracer
-    if _tracer is not None:
+    outer = _tracer
+    if outer is not None and not nested:
         raise RuntimeError("mytorch cannot trace two functions at once")
     _tracer = tracer
     try:
         yield tracer
     finally:
-        _tracer = None
+        _tracer = outer
 
 
 def is_tracing() -> bool:

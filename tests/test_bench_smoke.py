@@ -1,8 +1,10 @@
-"""bench/rnn.py in its smallest configuration: it runs, prints the table and writes valid JSON."""
+"""The bench scripts in their smallest configurations: they run, check their implementations agree,
+print their tables and write valid JSON. Nothing here asserts a timing."""
 
 from __future__ import annotations
 
-import importlib.util
+import copy
+import importlib
 import json
 import os
 import subprocess
@@ -13,8 +15,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "bench"
-SCRIPT = BENCH / "rnn.py"
 # The smoke run skips PyTorch (importing it would take most of the time budget);
 # test_torch_rows_agree_with_eager covers those rows in-process.
 EXPECTED_ROWS = [
@@ -32,7 +32,7 @@ def smoke(tmp_path_factory):
     """One `--smoke` run: its completed process and the JSON it wrote."""
     json_path = tmp_path_factory.mktemp("bench") / "rnn.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--no-torch", "--json", str(json_path)],
+        [sys.executable, "-m", "bench.rnn", "--smoke", "--no-torch", "--json", str(json_path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -99,30 +99,22 @@ def test_thread_variables_reach_the_run(smoke):
 
 def test_reexec_sets_threads_and_can_drop_openblas_tuning():
     code = (
-        "import os, sys; sys.path.insert(0, sys.argv[1]);"
-        "from common import reexec_with_thread_env;"
+        "import os; from bench.common import reexec_with_thread_env;"
         "reexec_with_thread_env(3, unset_openblas_tuning=True);"
         "print(os.environ['OMP_NUM_THREADS'], os.environ.get('OPENBLAS_CORETYPE'))"
     )
     env = dict(os.environ, OPENBLAS_CORETYPE="Haswell", OMP_NUM_THREADS="7")
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, env=env
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["3", "None"]
 
 
 @pytest.fixture()
-def rnn_bench(monkeypatch):
+def rnn_bench():
     """bench/rnn.py imported as a module (its `main` is not run)."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    monkeypatch.delitem(sys.modules, "common", raising=False)
-    spec = importlib.util.spec_from_file_location("bench_rnn", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_rnn", module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("common", None)
+    return importlib.import_module("bench.rnn")
 
 
 def test_disagreeing_results_are_reported(rnn_bench):
@@ -149,3 +141,131 @@ def test_torch_rows_agree_with_eager(rnn_bench):
         for impl in torch_rows:
             result = impl.build(case, torch)()
             assert rnn_bench.check_agreement(impl.name, result, reference) <= 1e-4
+
+
+# ---- bench/train.py ----------------------------------------------------------------------------
+
+TRAIN_MYTORCH_ROWS = [
+    "mytorch eager",
+    "mytorch compiled forward, eager loss",
+    "mytorch compiled forward+loss",
+]
+
+
+@pytest.fixture(scope="module")
+def train_quick(tmp_path_factory):
+    """One `--quick` run of T1 without PyTorch, timed in CPU time: its completed process and the
+    JSON it wrote."""
+    json_path = tmp_path_factory.mktemp("bench") / "train.json"
+    command = [sys.executable, "-m", "bench.train", "--quick", "--workloads", "T1", "--no-torch"]
+    command.append("--cpu-time")
+    proc = subprocess.run(
+        [*command, "--json", str(json_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc, json.loads(json_path.read_text())
+
+
+def test_train_quick_checks_agreement_and_reports_every_row(train_quick):
+    proc, data = train_quick
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in proc.stdout.splitlines()
+        if line.startswith("| T1")
+    ]
+    assert [r[1] for r in rows] == [*TRAIN_MYTORCH_ROWS, "numpy hand-written BPTT"]
+    assert "- Agreement: every row's loss, gradients and parameter updates" in proc.stdout
+    assert "target: at most 70 µs" in proc.stdout
+    assert "CPU:" in proc.stdout and "threads: 1" in proc.stdout
+    assert "times per step, process CPU time" in proc.stdout
+    results = data["results"]
+    assert [r["implementation"] for r in results] == [r[1] for r in rows]
+    for r in results:
+        assert r["step"] == "T1"
+        assert 0 <= r["error_vs_tolerance"] <= 1
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["repeats"] >= 3
+    numpy_row = next(r for r in results if not r["mytorch"])
+    assert numpy_row["time_vs_best_alternative"] == pytest.approx(1.0)
+    assert data["skipped"] == []
+    assert data["steps"]["T1"]["hidden_size"] == 128
+    assert data["machine"]["OMP_NUM_THREADS"] == "1"
+
+
+@pytest.fixture()
+def train_bench():
+    return importlib.import_module("bench.train")
+
+
+def one_step_records(train_bench, build, case, torch=None):
+    return train_bench.record_steps(build(case, torch))[1]
+
+
+def test_numpy_bptt_agrees_with_eager_when_batched(train_bench):
+    """T1 has B=1: check the batched code paths too, at small sizes (T2's would be slow here)."""
+    from bench.common import Workload
+
+    small = train_bench.TrainStep("small", Workload("S", "small batched", 5, 8, 3, 4, 6))
+    case = train_bench.make_case(small)
+    want = one_step_records(train_bench, train_bench.build_eager, case)
+    got = one_step_records(train_bench, train_bench.build_numpy_bptt, case)
+    assert train_bench.check_agreement("small numpy", got, want) <= 1
+
+
+def test_train_torch_rows_agree_with_eager(train_bench):
+    torch = pytest.importorskip("torch")
+    case = train_bench.make_case(train_bench.TRAIN_STEPS["T1"])
+    want = one_step_records(train_bench, train_bench.build_eager, case)
+    torch_rows = [impl for impl in train_bench.IMPLEMENTATIONS if impl.needs_torch]
+    assert len(torch_rows) == 2
+    for impl in torch_rows:
+        got = one_step_records(train_bench, impl.build, case, torch)
+        assert train_bench.check_agreement(impl.name, got, want) <= 1
+
+
+def test_train_check_catches_a_wrong_gradient_or_a_missing_update(train_bench):
+    case = train_bench.make_case(train_bench.TRAIN_STEPS["T1"])
+    want = one_step_records(train_bench, train_bench.build_numpy_bptt, case)
+    assert train_bench.check_agreement("same", want, want) == 0.0
+    wrong = copy.deepcopy(want)
+    wrong[1].gradients[2][3, 4] *= 1.001
+    with pytest.raises(train_bench.Disagreement, match=r"step 2 h2o.weight.grad .* at \(3, 4\)"):
+        train_bench.check_agreement("T1 bad", wrong, want)
+    nan = copy.deepcopy(want)
+    nan[0].gradients[0][1, 2] = np.nan
+    with pytest.raises(train_bench.Disagreement, match=r"step 1 i2h.weight.grad .* at \(1, 2\)"):
+        train_bench.check_agreement("T1 bad", nan, want)
+    no_update = copy.deepcopy(want)
+    no_update[0].updates[1][:] = 0.0  # gradients right, SGD forgot i2h.bias
+    with pytest.raises(train_bench.Disagreement, match=r"step 1 i2h.bias update"):
+        train_bench.check_agreement("T1 bad", no_update, want)
+
+
+# ---- bench/bptt_memory.py ------------------------------------------------------------------------
+
+
+def test_bptt_memory_runs_both_processes_and_compares_gradients(tmp_path):
+    json_path = tmp_path / "bptt.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.bptt_memory", "--steps", "30", "--json", str(json_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "compiled's loss and gradients match eager's" in proc.stdout
+    assert "threads: 1; recursion limit 1000" in proc.stdout
+    rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line[:2] == "| "]
+    assert rows == ["implementation", "eager", "compiled"]
+    assert "FAILED" not in proc.stdout
+    runs = json.loads(json_path.read_text())["runs"]
+    assert [r["mode"] for r in runs] == ["eager", "compiled"]
+    for r in runs:
+        assert r["steps"] == 30
+        assert r["first_peak_rss"] >= r["setup_rss"] > 0
+        assert r["traced_peak"] > 0 and r["first_s"] > 0 and r["warm_s"] > 0

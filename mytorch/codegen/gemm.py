@@ -4,17 +4,23 @@
 
 - dot form, when B is a weight used as W.T (B[k, j] = W[j, k], contiguous along k, the PyTorch
   layout of every `x @ W.T`): a tile of MR rows x NJ columns keeps MR*NJ vector accumulators in
-  registers while k advances one vector at a time, then sums each accumulator's lanes. No packed
-  copy of W is ever made, so live parameters cost nothing extra per call.
-- axpy form, when B's rows are contiguous: a tile of MR rows x NV vectors of C stays in registers
-  while `C[i, :] += A[i, k] * B[k, :]` runs over k.
+  registers while k advances one vector at a time, then sums each accumulator's lanes.
+- axpy form, when B's rows are contiguous or B is in column panels (`Panels`): a tile of MR rows
+  x NV vectors of C stays in registers while `C[i, :] += A[i, k] * B[k, :]` runs over k, blocked
+  so that a panel of B and a block of A's rows stay in cache. With few rows (a matrix-vector
+  product) independent sums over interleaved k steps keep the FMAs busy.
 
-Vector width comes from the host's features (AVX-512, AVX2, or a generic 4 lanes). Each C
-element still sums its products in a fixed order (by lane, then across lanes), the same on every
-call. Leftover rows, columns and k steps use smaller tiles or scalar code.
+The lowering picks the form by a cost model (`prefers_packing`): the axpy form needs W.T copied
+k-major, which for a parameter is a copy kept between calls (see `GraphLowering.kept_transpose`).
+Vector width comes from the host's features (AVX-512, AVX2, or a generic 4 lanes). Each C element
+sums its products in an order fixed at compile time. Leftover rows, columns and k steps use
+smaller tiles, masked vectors or scalar code.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
@@ -22,7 +28,11 @@ from llvmlite import ir
 from .kernel import I64, KernelBuilder, View, intrinsic, llvm_type, type_suffix
 from .runtime import host_features
 
-KC = 256  # k-steps per cache block: a 256 x 64 panel of B (64 KiB in float32) stays in L2
+KC = 1024  # k-steps per cache block: a 1024 x 64 panel of B (256 KiB in float32) stays in L2
+# A block of A this large stays in L2 (2 MiB here) next to a panel of B and C's rows
+L2_BLOCK_BYTES = 512 * 1024
+# Up to this size of B, running k backwards on alternate calls leaves much of B in L1 (48 KiB)
+L1_REUSE_BYTES = 96 * 1024
 
 
 def max_accumulators() -> int:
@@ -30,15 +40,23 @@ def max_accumulators() -> int:
     return 24 if "avx512f" in host_features() else 12
 
 
-def prefers_packing(rows: int, b: View, reuse: int = 1) -> bool:
-    """True when C += A @ B should first copy B into row-major form (the axpy kernel).
+def prefers_packing(rows: int, b: View, reuse: int = 1, kept: bool = False) -> bool:
+    """True when C += A @ B, B seen as W.T (contiguous along k), should run as the axpy kernel on
+    a k-major copy of B instead of the dot kernel reading W in place.
 
-    Reading W in place costs a lane sum (~12 instructions) per C element; packing costs ~3 per
-    element of B, paid once for `reuse` products (the steps of a loop).
+    Costs in vector instructions: the dot kernel does a whole number of k vectors per C element
+    and a lane reduction (~3 per C element); the axpy kernel a whole number of column vectors
+    per (row, k). The copy is a transpose (~8 per vector of B), or only a check against a
+    snapshot (~2) when it is `kept` between calls. `reuse`: products per copy (a loop's steps).
     """
-    if b.strides[1] == 1 or b.shape[1] == 1:
+    if b.strides[1] == 1:
         return False
-    return 12 * rows * reuse >= 3 * b.shape[0]
+    depth, n = b.shape
+    lanes = vector_width(b.dtype)
+    dot = rows * n * -(-depth // lanes) + rows * -(-n // lanes) * 3 * lanes
+    axpy = rows * depth * -(-n // lanes)
+    copy = depth * -(-n // lanes) * (2 if kept else 8)
+    return reuse * axpy + copy < reuse * dot
 
 
 def vector_width(dtype) -> int:
@@ -53,31 +71,86 @@ def copy(k: KernelBuilder, src: View, dst: View) -> None:
     k.loop_nest(dst.shape, lambda idx: k.store(k.load(src, idx), dst, idx), "cp")
 
 
+@dataclass(frozen=True)
+class Panels:
+    """A K x N matrix B stored as panels of columns: panel q holds columns [q*width, (q+1)*width)
+    as a K x width block, rows `width` apart (the last panel may use fewer columns). The axpy
+    kernel then reads a panel's rows one after another: one stream over few pages, where the
+    rows of a wide row-major B are each on a page of their own."""
+
+    view: View  # (panels, K, width), contiguous
+    n: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.view.shape[1], self.n)
+
+    @property
+    def width(self) -> int:
+        return self.view.shape[2]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.view.dtype
+
+    def panel(self, k: KernelBuilder, q: ir.Value) -> View:
+        """Panel q as a K x width view."""
+        return k.offset_view(self.view, 0, q)
+
+
+def panel_width(rows: int, n: int, dtype) -> int:
+    """The columns of C (and B) the axpy kernel keeps in registers at once for `rows` rows."""
+    lanes = vector_width(dtype)
+    return min(-(-n // lanes), 8 if rows < 4 else 4) * lanes
+
+
 def fill(k: KernelBuilder, dst: View, value) -> None:
     k.loop_nest(dst.shape, lambda idx: k.store(value, dst, idx), "fill")
 
 
 def accumulate(
-    k: KernelBuilder, a: View, b: View, c: View, init: View | None = None, activation=None
+    k: KernelBuilder,
+    a: View,
+    b: View,
+    c: View,
+    init: View | None = None,
+    activation=None,
+    reverse: ir.Value | None = None,
 ) -> None:
     """c = activation(start + a @ b) for 2-D float views of one dtype, where start is `init`
     (broadcast to c) or c's own contents. The epilogue (init, activation) is fused into the
-    kernel, on values still in registers, where the kernel allows it."""
-    fusable_init = init is None or init.strides[-1] == 1 or init.shape[-1] == 1
-    if b.strides[0] == 1 and a.strides[1] == 1 and fusable_init:
+    kernel, on values still in registers, where the kernel allows it. `reverse` (an i1, or None)
+    runs the k steps backwards: a loop alternating it over its steps finds in cache the weights it
+    read last (a fixed order per step; only the rounding order changes)."""
+    fusable_init = init is None or init.strides[-1] in (0, 1) or init.shape[-1] == 1
+    rows_contiguous = isinstance(b, Panels) or b.strides[1] == 1
+    if not isinstance(b, Panels) and b.strides[0] == 1 and a.strides[1] == 1 and fusable_init:
         _dot_kernel(k, a, b, c, init, activation)
         return
-    if b.strides[1] == 1 and a.shape[1] <= KC and fusable_init:
-        _axpy_kernel(k, a, b, c, init, activation)
+    if rows_contiguous and a.shape[1] <= KC and fusable_init:
+        _axpy_kernel(k, a, b, c, init, activation, reverse)
         return
     if init is not None:
         copy(k, init.broadcast_to(c.shape), c)
-    if b.strides[1] == 1:
+    if rows_contiguous:
         _axpy_kernel(k, a, b, c)
     else:
         scalar_kernel(k, a, b, c)
     if activation is not None:
-        k.loop_nest(c.shape, lambda idx: k.store(activation(k.load(c, idx)), c, idx), "act")
+        _activate_all(k, c, activation)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A nonlinearity for a product's epilogue: `emit(builder, value)` on a scalar or a vector;
+    `name` names its helper function in a module."""
+
+    name: str
+    emit: Callable[[ir.IRBuilder, ir.Value], ir.Value]
+
+
+def _activate_all(k: KernelBuilder, c: View, activation: Activation) -> None:
+    k.loop_nest(c.shape, lambda idx: k.store(activation.emit(k.builder, k.load(c, idx)), c, idx))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -95,23 +168,54 @@ def _vload(k: KernelBuilder, view: View, indices, lanes: int) -> ir.Value:
 
 def _vload_head(k: KernelBuilder, view: View, indices, lanes: int, count: int) -> ir.Value:
     """Like `_vload`, but only the first `count` lanes are read; the others are zero."""
-    vec = _vec_type(view.dtype, lanes)
-    fn_type = ir.FunctionType(
-        vec, [ir.PointerType(), ir.IntType(32), ir.VectorType(ir.IntType(1), lanes), vec]
-    )
-    name = f"llvm.masked.load.{type_suffix(vec)}.p0"
-    try:
-        fn = k.module.get_global(name)
-    except KeyError:
-        fn = ir.Function(k.module, fn_type, name=name)
     mask = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * count + [0] * (lanes - count))
-    align = ir.Constant(ir.IntType(32), view.dtype.itemsize)
-    zero = ir.Constant(vec, [0.0] * lanes)
-    return k.builder.call(fn, [k.address(view, indices), align, mask, zero])
+    vec = _vec_type(view.dtype, lanes)
+    return _masked_load(k.builder, k.address(view, indices), mask, vec, view.dtype.itemsize)
+
+
+def _masked_load(b: ir.IRBuilder, ptr, mask, vec: ir.VectorType, align: int) -> ir.Value:
+    """The lanes of `vec` at ptr where `mask` holds, zero elsewhere (the others are not read)."""
+    name = f"llvm.masked.load.{type_suffix(vec)}.p0"
+    fn = b.module.globals.get(name)
+    if fn is None:
+        args = [ir.PointerType(), ir.IntType(32), mask.type, vec]
+        fn = ir.Function(b.module, ir.FunctionType(vec, args), name=name)
+    zero = ir.Constant(vec, None)
+    return b.call(fn, [ptr, ir.Constant(ir.IntType(32), align), mask, zero])
+
+
+def _masked_store(b: ir.IRBuilder, value, ptr, mask, align: int) -> None:
+    """Store the lanes of `value` where `mask` holds (the others are not written)."""
+    name = f"llvm.masked.store.{type_suffix(value.type)}.p0"
+    fn = b.module.globals.get(name)
+    if fn is None:
+        args = [value.type, ir.PointerType(), ir.IntType(32), mask.type]
+        fn = ir.Function(b.module, ir.FunctionType(ir.VoidType(), args), name=name)
+    b.call(fn, [value, ptr, ir.Constant(ir.IntType(32), align), mask])
 
 
 def _vstore(k: KernelBuilder, value: ir.Value, view: View, indices) -> None:
     k.builder.store(value, k.address(view, indices), align=view.dtype.itemsize)
+
+
+def _vload_n(k: KernelBuilder, view: View, indices, lanes: int, count: int) -> ir.Value:
+    """`count` elements along the last dim from view[indices] in a vector of `lanes` (the rest
+    zero); a last dim of stride 0 (a broadcast) gives the one element in every lane."""
+    if view.strides[-1] == 0:
+        return _splat(k, k.load(view, indices), lanes)
+    if count == lanes:
+        return _vload(k, view, indices, lanes)
+    return _vload_head(k, view, indices, lanes, count)
+
+
+def _vstore_n(k: KernelBuilder, value: ir.Value, view: View, indices, count: int) -> None:
+    """Store the first `count` lanes of `value` at view[indices] on (contiguous last dim)."""
+    lanes = value.type.count
+    if count == lanes:
+        _vstore(k, value, view, indices)
+        return
+    mask = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * count + [0] * (lanes - count))
+    _masked_store(k.builder, value, k.address(view, indices), mask, view.dtype.itemsize)
 
 
 def _splat(k: KernelBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
@@ -185,14 +289,14 @@ def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View, init=None, activati
         sums = _reduce_lanes(k, accs + [zero] * (_pow2_at_least(cols) - cols))
         start = c if init is None else init.broadcast_to(c.shape)
         if cols == sums.type.count:
-            value = k.builder.fadd(_vload(k, start, [i, j0], cols), sums)
-            _vstore(k, activation(value) if activation else value, c, [i, j0])
+            value = k.builder.fadd(_vload_n(k, start, [i, j0], cols, cols), sums)
+            _vstore(k, activation.emit(k.builder, value) if activation else value, c, [i, j0])
         else:
             for j in range(cols):
                 total = k.builder.extract_element(sums, ir.Constant(ir.IntType(32), j))
                 idx = [i, _add(k, j0, j)]
                 value = k.builder.fadd(k.load(start, idx), total)
-                k.store(activation(value) if activation else value, c, idx)
+                k.store(activation.emit(k.builder, value) if activation else value, c, idx)
 
     k.loop(m, lambda i: _blocked(k, n, nj, lambda j0, cols: tile(i, j0, cols), "nj"), "mi")
 
@@ -240,79 +344,163 @@ def _reduce_lanes(k: KernelBuilder, accs: list) -> ir.Value:
 # ---- axpy form: C[i, :] += A[i, k] * B[k, :] ---------------------------------------------------
 
 
-def _axpy_kernel(k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None) -> None:
+def _axpy_kernel(
+    k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None, reverse=None
+) -> None:
     """Cache-blocked: for each block of KC k-steps and each panel of B columns (which then stays
-    in L2), every MR-row tile of C accumulates in registers."""
+    in cache), every MR-row tile of C accumulates in registers. Few rows (a matrix-vector
+    product) leave registers free: independent sums over interleaved k steps use them, so the
+    FMAs do not wait on each other. A last partial vector of columns is masked."""
     m, depth = a.shape
     n = c.shape[1]
     lanes = vector_width(c.dtype)
-    vectors = n // lanes
-    nv = min(vectors, 8 if m < 4 else 4)
-    mr = max(1, min(m, max_accumulators() // max(nv, 1), 6))
+    panels = b if isinstance(b, Panels) else None
+    nv = panels.width // lanes if panels else panel_width(m, n, c.dtype) // lanes
+    mr = max(1, min(m, max_accumulators() // nv, 6))
     bld = k.builder
-
     assert (init is None and activation is None) or depth <= KC, "fused only in one k block"
     source = c if init is None else init.broadcast_to(c.shape)
+    if depth * n * c.dtype.itemsize > L1_REUSE_BYTES:
+        reverse = None  # the next step would not find enough of B in L1 anyway
+    if depth == 0:
+        copy(k, source, c)
+        if activation is not None:
+            _activate_all(k, c, activation)
+        return
+    zero = ir.Constant(_vec_type(c.dtype, lanes), None)
 
-    def tile(i0, rows, j0, nvec, k0, steps):
-        cols = [bld.add(j0, ir.Constant(I64, v * lanes)) for v in range(nvec)]
-        start = [
-            _vload(k, source, [_add(k, i0, r), cols[v]], lanes)
-            for r in range(rows)
-            for v in range(nvec)
-        ]
+    def tile(i0, rows, j0, width, k0, steps, bp: View, bj0):
+        """C[i0:i0+rows, j0:j0+width] from the columns of bp from bj0 on."""
+        counts = [min(lanes, width - v) for v in range(0, width, lanes)]
+        nvec = len(counts)
+        cols = [_add(k, j0, v * lanes) for v in range(nvec)]
+        bcols = [_add(k, bj0, v * lanes) for v in range(nvec)]
+        tile_size = rows * nvec
+        split = max(1, min(4, steps, max_accumulators() // tile_size))
 
-        def step(p, accs):
+        def kstep(p, accs):
+            if reverse is not None:
+                p = bld.select(reverse, bld.sub(ir.Constant(I64, steps - 1), p), p)
             p = bld.add(p, k0)
-            bvs = [_vload(k, b, [p, cols[v]], lanes) for v in range(nvec)]
+            bvs = [_vload_n(k, bp, [p, bcols[v]], lanes, counts[v]) for v in range(nvec)]
             out = []
             for r in range(rows):
                 a_s = _splat(k, k.load(a, [_add(k, i0, r), p]), lanes)
                 out += [_fma(k, a_s, bvs[v], accs[r * nvec + v]) for v in range(nvec)]
             return out
 
-        accs = k.loop_carry(steps, start, step, "p")
-        if activation is not None:
-            accs = [activation(acc) for acc in accs]
+        def group(g, accs):
+            base = bld.mul(g, ir.Constant(I64, split))
+            out = []
+            for s in range(split):
+                out += kstep(_add(k, base, s), accs[s * tile_size : (s + 1) * tile_size])
+            return out
+
+        start = [
+            _vload_n(k, source, [_add(k, i0, r), cols[v]], lanes, counts[v])
+            for r in range(rows)
+            for v in range(nvec)
+        ]
+        groups, rest = divmod(steps, split)
+        accs = k.loop_carry(groups, start + [zero] * (tile_size * (split - 1)), group, "p")
+        sums = [accs[s * tile_size : (s + 1) * tile_size] for s in range(split)]
+        for s in range(rest):
+            sums[0] = kstep(ir.Constant(I64, groups * split + s), sums[0])
+        while len(sums) > 1:  # add the independent sums pairwise
+            pairs = zip(sums[0::2], sums[1::2], strict=False)
+            sums = [[bld.fadd(x, y) for x, y in zip(p, q, strict=True)] for p, q in pairs] + (
+                [sums[-1]] if len(sums) % 2 else []
+            )
+        if activation is not None and tile_size == 1:
+            sums[0] = [activation.emit(bld, sums[0][0])]
         for r in range(rows):
             for v in range(nvec):
-                _vstore(k, accs[r * nvec + v], c, [_add(k, i0, r), cols[v]])
+                _vstore_n(k, sums[0][r * nvec + v], c, [_add(k, i0, r), cols[v]], counts[v])
+        if activation is not None and tile_size > 1:  # one copy of its code, in a loop
+            # In a loop of steps alternating direction, the next step first reads the end of
+            # this result that this step read last: finish that end first.
+            backwards = None if reverse is None else bld.not_(reverse)
+            _activate(k, c, i0, rows, j0, counts, activation, backwards)
 
-    if nv:
-        block = nv * lanes
+    # Rows of A per block: a block of A (rows x KC) stays in L2 while every panel of B uses it.
+    mc = max(mr, L2_BLOCK_BYTES // (min(depth, KC) * c.dtype.itemsize) // mr * mr)
 
-        def k_block(k0, steps):
-            def panel(j0, cols):
-                _blocked(
-                    k, m, mr, lambda i0, rows: tile(i0, rows, j0, cols // lanes, k0, steps), "mi"
-                )
+    def k_block(k0, steps):
+        def row_block(i1, block_rows):
+            def panel(j0, width):
+                if panels:
+                    q = bld.udiv(j0, ir.Constant(I64, nv * lanes))
+                    bp, bj0 = panels.panel(k, q), ir.Constant(I64, 0)
+                else:
+                    bp, bj0 = b, j0
 
-            _blocked(k, vectors * lanes, block, panel, "nv")
+                def row_tile(i0, rows):
+                    tile(bld.add(i1, i0), rows, j0, width, k0, steps, bp, bj0)
 
-        _blocked(k, depth, KC, k_block, "kb")
-    done = vectors * lanes
-    if done < n:  # columns left over after whole vectors
-        tail_b = View(
-            b.ptr, _add(k, b.offset, done * b.strides[1]), (depth, n - done), b.strides, b.dtype
-        )
-        tail_c = View(
-            c.ptr, _add(k, c.offset, done * c.strides[1]), (m, n - done), c.strides, c.dtype
-        )
-        if init is not None:
-            tail_init = init.broadcast_to(c.shape)
-            tail_init = View(
-                tail_init.ptr,
-                _add(k, tail_init.offset, done * tail_init.strides[1]),
-                tail_c.shape,
-                tail_init.strides,
-                tail_init.dtype,
-            )
-            copy(k, tail_init, tail_c)
-        scalar_kernel(k, a, tail_b, tail_c)
-        if activation is not None:
-            k.loop_nest(
-                tail_c.shape, lambda idx: k.store(activation(k.load(tail_c, idx)), tail_c, idx)
-            )
+                _blocked(k, block_rows, mr, row_tile, "mi")
+
+            _blocked(k, n, nv * lanes, panel, "nv")
+
+        _blocked(k, m, mc, row_block, "mb")
+
+    _blocked(k, depth, KC, k_block, "kb")
+
+
+def _activate(
+    k: KernelBuilder, c: View, i0, rows: int, j0, counts: list, activation, backwards=None
+) -> None:
+    """c = activation(c) on a tile of rows x vectors (`counts`: lanes used in each vector), the
+    whole vectors last to first where `backwards` (an i1) holds. Helper functions (one per
+    module) do it: inlined, their constants would be hoisted and held in registers the kernel
+    needs."""
+    lanes = counts[0]
+    full = sum(1 for n in counts if n == lanes)
+    b = k.builder
+    flag = ir.Constant(ir.IntType(1), 0) if backwards is None else backwards
+    whole = _activation_function(k.module, activation, c.dtype, lanes, masked=False)
+
+    def row(r):
+        i = b.add(i0, r)
+        b.call(whole, [k.address(c, [i, j0]), ir.Constant(I64, full), flag])
+        if full < len(counts):
+            part = _activation_function(k.module, activation, c.dtype, lanes, masked=True)
+            at = k.address(c, [i, _add(k, j0, full * lanes)])
+            b.call(part, [at, ir.Constant(I64, counts[-1]), ir.Constant(ir.IntType(1), 0)])
+
+    k.loop(rows, row, "ar")
+
+
+def _activation_function(module, activation, dtype, lanes: int, masked: bool) -> ir.Function:
+    """`void f(ptr p, i64 count, i1 backwards)`: p[...] = activation(p[...]) on `count` whole
+    vectors (last to first if `backwards`), or if `masked` on the first `count` lanes of one."""
+    dtype = np.dtype(dtype)
+    name = f"activation.{activation.name}.{dtype.name}.{lanes}{'.masked' if masked else ''}"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    fn_type = ir.FunctionType(ir.VoidType(), [ir.PointerType(), I64, ir.IntType(1)])
+    fn = ir.Function(module, fn_type, name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    k = KernelBuilder(module, fn)
+    b = k.builder
+    ptr, count, backwards = fn.args
+    vec, ety, align = _vec_type(dtype, lanes), llvm_type(dtype), dtype.itemsize
+    if masked:
+        iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+        mask = b.icmp_signed("<", iota, _splat(k, count, lanes))
+        value = activation.emit(b, _masked_load(b, ptr, mask, vec, align))
+        _masked_store(b, value, ptr, mask, align)
+    else:
+
+        def vector(v):
+            v = b.select(backwards, b.sub(b.sub(count, ir.Constant(I64, 1)), v), v)
+            at = b.gep(ptr, [b.mul(v, ir.Constant(I64, lanes))], source_etype=ety)
+            b.store(activation.emit(b, b.load(at, typ=vec, align=align)), at, align=align)
+
+        k.loop(count, vector, "v")
+    b.ret_void()
+    return fn
 
 
 # ---- anything else -----------------------------------------------------------------------------

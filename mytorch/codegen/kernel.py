@@ -72,6 +72,10 @@ class View:
     shape: tuple[int, ...]
     strides: tuple[int, ...]
     dtype: np.dtype
+    # The graph input index of the parameter this views, if it views one: a parameter usually
+    # keeps its bits from call to call, so a packed copy kept between calls (checked against a
+    # snapshot of the parameter every call) pays.
+    param: int | None = None
 
     @property
     def size(self) -> int:
@@ -114,7 +118,6 @@ class KernelBuilder:
         self.module = module
         self.function = function
         self.builder = ir.IRBuilder(function.append_basic_block("entry"))
-        self._const_count = 0
 
     # ---- element access --------------------------------------------------------------------------
 
@@ -140,12 +143,11 @@ class KernelBuilder:
         """view[..., index, ...] on `dim` (a dynamic index), dropping that dim."""
         b = self.builder
         step = b.mul(index, ir.Constant(I64, view.strides[dim]))
-        return View(
-            view.ptr,
-            b.add(view.offset, step),
-            view.shape[:dim] + view.shape[dim + 1 :],
-            view.strides[:dim] + view.strides[dim + 1 :],
-            view.dtype,
+        return replace(
+            view,
+            offset=b.add(view.offset, step),
+            shape=view.shape[:dim] + view.shape[dim + 1 :],
+            strides=view.strides[:dim] + view.strides[dim + 1 :],
         )
 
     # ---- loops -----------------------------------------------------------------------------------
@@ -172,14 +174,17 @@ class KernelBuilder:
         b.branch(header)
         b.position_at_end(done)
 
-    def loop_carry(self, n: int, start: list, body, name: str = "k") -> list:
-        """values = start; for i in range(n): values = body(i, values); return values.
+    def loop_carry(self, n, start: list, body, name: str = "k") -> list:
+        """values = start; for i in range(n): values = body(i, values); return values (n an int
+        or an i64 value).
 
         The values (vector accumulators, say) live in registers across iterations (phi nodes).
         """
         b = self.builder
-        if n == 0:
-            return list(start)
+        if isinstance(n, int):
+            if n == 0:
+                return list(start)
+            n = ir.Constant(I64, n)
         pre = b.block
         header = self.function.append_basic_block(f"{name}.head")
         inner = self.function.append_basic_block(f"{name}.body")
@@ -193,7 +198,7 @@ class KernelBuilder:
             phi = b.phi(v.type)
             phi.add_incoming(v, pre)
             phis.append(phi)
-        b.cbranch(b.icmp_signed("<", i, ir.Constant(I64, n)), inner, done)
+        b.cbranch(b.icmp_signed("<", i, n), inner, done)
         b.position_at_end(inner)
         new = body(i, phis)
         end = b.block
@@ -230,8 +235,8 @@ class KernelBuilder:
         llvm_type(array.dtype)  # a clear error for an unsupported dtype
         data = bytearray(array.tobytes()) or bytearray(array.dtype.itemsize)
         arr_ty = ir.ArrayType(I8, len(data))  # raw bytes: fast to build, read through typed GEPs
-        g = ir.GlobalVariable(self.module, arr_ty, name=f"{name}.{self._const_count}")
-        self._const_count += 1
+        # unique in the module: every kernel function has its own builder, but one module
+        g = ir.GlobalVariable(self.module, arr_ty, name=self.module.get_unique_name(name))
         g.global_constant = True
         g.linkage = "internal"
         g.align = 64

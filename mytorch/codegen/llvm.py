@@ -6,6 +6,10 @@ The entry function `void f(ptr* args)` receives, in order: the graph's inputs (a
 parameters), its outputs, one workspace for every intermediate, and a status word that native
 code sets when it meets an index out of range. Python allocates all of them with numpy; the
 runner checks every array before the call (see `runtime.Signature`).
+
+The workspace also keeps packed copies of weight parameters from call to call, with snapshots
+that tell whether a parameter changed (`GraphLowering.kept_transpose`): it must live as long as
+the runner and start zeroed.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+from dataclasses import replace
 
 import numpy as np
 from llvmlite import ir
 
 from ..errors import CompileError
 from ..ir.graph import Graph, Node
-from . import gemm
-from .kernel import I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
+from . import gemm, packing
+from .kernel import I8, I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
 from .lowering import KERNELS, UNSUPPORTED, VIEWS, emit_math
 from .runtime import NativeFunction, Signature
 
@@ -44,9 +49,14 @@ class GraphLowering:
         self._slots = itertools.count()
         self._in_kernel = False
         self._packed: list[dict] = [{}]
+        # Set by a loop around its body: an i1, true on steps whose products run k backwards.
+        self.reverse_k: ir.Value | None = None
         n_inputs, n_outputs = len(graph.inputs), len(graph.outputs)
         self._workspace = self._arg(n_inputs + n_outputs)
         self._status = self._arg(n_inputs + n_outputs + 1)
+        self._entry_k, self._entry_workspace = self.k, self._workspace
+        self._entry_inputs: list[View] = []
+        self._param_flags: dict[int, int] = {}  # parameter index -> workspace offset of its flag
 
     # ---- what kernels use -----------------------------------------------------------------------
 
@@ -55,19 +65,25 @@ class GraphLowering:
         slot = b.gep(self.function.args[0], [ir.Constant(I64, index)], source_etype=PTR)
         return b.load(slot, typ=PTR)
 
-    def scratch(self, shape, dtype) -> View:
-        """A fresh contiguous buffer in the workspace."""
-        dtype = np.dtype(dtype)
-        start = -(-self.workspace_bytes // ALIGN) * ALIGN
-        self.workspace_bytes = start + max(int(np.prod(shape, dtype=np.int64)), 1) * dtype.itemsize
-        byte_ptr = self.k.builder.gep(
-            self._workspace, [ir.Constant(I64, start)], inbounds=True, source_etype=ir.IntType(8)
-        )
+    def scratch(self, shape, dtype, entry: bool = False) -> View:
+        """A fresh contiguous buffer in the workspace, addressed from the current function (or
+        from the entry function)."""
+        start = self._reserve(shape, dtype)
+        builder = self._entry_k.builder if entry else self.k.builder
+        workspace = self._entry_workspace if entry else self._workspace
+        byte_ptr = builder.gep(workspace, [ir.Constant(I64, start)], inbounds=True, source_etype=I8)
         return View(byte_ptr, ir.Constant(I64, 0), tuple(shape), contiguous_strides(shape), dtype)
 
-    def existing_copy(self, view: View) -> View | None:
-        """A contiguous copy of `view` made earlier in a scope that is still open, if any."""
-        key = (id(view.ptr), view.offset.get_reference(), view.shape, view.strides, view.dtype)
+    def _reserve(self, shape, dtype) -> int:
+        """The workspace offset of a fresh buffer of `shape` and `dtype`."""
+        start = -(-self.workspace_bytes // ALIGN) * ALIGN
+        size = max(int(np.prod(shape, dtype=np.int64)), 1) * np.dtype(dtype).itemsize
+        self.workspace_bytes = start + size
+        return start
+
+    def existing_copy(self, view: View) -> View | gemm.Panels | None:
+        """A copy of `view` made earlier in a scope that is still open, if any."""
+        key = _key(view)
         for scope in reversed(self._packed):
             if key in scope:
                 return scope[key]
@@ -80,11 +96,56 @@ class GraphLowering:
         existing = self.existing_copy(view)
         if existing is not None:
             return existing
-        key = (id(view.ptr), view.offset.get_reference(), view.shape, view.strides, view.dtype)
         packed = self.scratch(view.shape, view.dtype)
-        gemm.copy(self.k, view, packed)
-        self._packed[-1][key] = packed
+        if len(view.shape) == 2 and view.strides[0] == 1 and view.strides[1] != 1:  # a W.T
+            shape = (1, *view.shape)
+            panel = replace(packed, shape=shape, strides=contiguous_strides(shape))
+            packing.pack(self.k, view.transpose((1, 0)), gemm.Panels(panel, view.shape[1]))
+        else:
+            gemm.copy(self.k, view, packed)
+        self._packed[-1][_key(view)] = packed
         return packed
+
+    def kept_transpose(self, view: View, rows: int) -> gemm.Panels:
+        """A copy of `view`, a parameter's matrix W seen as W.T, in column panels for products
+        with `rows` rows of A (see `gemm.Panels`), that stays in the workspace between calls. It
+        is rebuilt only on calls where the parameter's bits differ from the snapshot taken at the
+        last rebuild (see `_param_changed`), so a live parameter changed in place is still seen."""
+        existing = self.existing_copy(view)
+        if existing is not None:
+            return existing
+        changed = self._param_changed(view.param)
+        depth, n = view.shape
+        width = gemm.panel_width(rows, n, view.dtype)
+        shape = (-(-n // width), depth, width)
+        packed = gemm.Panels(self.scratch(shape, view.dtype), n)
+        with self.k.builder.if_then(changed, likely=False):
+            packing.pack(self.k, view.transpose((1, 0)), packed)
+        self._packed[-1][_key(view)] = packed
+        return packed
+
+    def _param_changed(self, index: int) -> ir.Value:
+        """An i1 in the current function: whether parameter `index` changed since the last call.
+
+        The entry function compares the whole parameter with a snapshot in the workspace (and
+        refreshes it) once per call, before the first kernel that asks, and leaves the answer
+        in a workspace byte. The workspace starts zeroed: a zero parameter and zero copies
+        agree."""
+        if index not in self._param_flags:
+            param = self._entry_inputs[index]
+            flat = View(param.ptr, param.offset, (1, param.size), (0, 1), param.dtype)
+            snapshot = self.scratch(flat.shape, flat.dtype, entry=True)
+            changed = packing.refresh(self._entry_k, flat, snapshot)
+            self._param_flags[index] = self._reserve((1,), np.bool_)
+            b = self._entry_k.builder
+            b.store(b.zext(changed, I8), self._flag(self._entry_workspace, index, b))
+        b = self.k.builder
+        byte = b.load(self._flag(self._workspace, index, b), typ=I8)
+        return b.icmp_unsigned("!=", byte, ir.Constant(I8, 0))
+
+    def _flag(self, workspace: ir.Value, index: int, b: ir.IRBuilder) -> ir.Value:
+        start = ir.Constant(I64, self._param_flags[index])
+        return b.gep(workspace, [start], inbounds=True, source_etype=I8)
 
     @contextlib.contextmanager
     def scope(self):
@@ -111,7 +172,11 @@ class GraphLowering:
 
     def lower(self) -> str:
         g = self.graph
-        inputs = [self._buffer(self._arg(k), i.type) for k, i in enumerate(g.inputs)]
+        inputs = [
+            self._buffer(self._arg(k), i.type, k if i.is_param else None)
+            for k, i in enumerate(g.inputs)
+        ]
+        self._entry_inputs = inputs
         first = len(g.inputs)
         outputs = [self._buffer(self._arg(first + k), o.type) for k, o in enumerate(g.outputs)]
         self.lower_subgraph(g, inputs, outputs)
@@ -119,10 +184,10 @@ class GraphLowering:
         return str(self.module)
 
     @staticmethod
-    def _buffer(ptr: ir.Value, type_) -> View:
+    def _buffer(ptr: ir.Value, type_, param: int | None = None) -> View:
         shape = tuple(type_.shape)
         strides = contiguous_strides(shape)
-        return View(ptr, ir.Constant(I64, 0), shape, strides, np.dtype(type_.dtype))
+        return View(ptr, ir.Constant(I64, 0), shape, strides, np.dtype(type_.dtype), param)
 
     def lower_subgraph(self, graph: Graph, inputs: list[View], outputs: list[View]) -> None:
         """Emit `graph` reading `inputs` and writing its outputs into `outputs`."""
@@ -204,7 +269,7 @@ class GraphLowering:
         self.k = KernelBuilder(self.module, fn)
         self._workspace, self._status = fn.args[-2], fn.args[-1]
         local = [
-            View(arg, ir.Constant(I64, 0), v.shape, v.strides, v.dtype)
+            View(arg, ir.Constant(I64, 0), v.shape, v.strides, v.dtype, v.param)
             for arg, v in zip(fn.args, views, strict=False)
         ]
         self._in_kernel = True
@@ -220,6 +285,10 @@ class GraphLowering:
             b.gep(v.ptr, [v.offset], inbounds=True, source_etype=llvm_type(v.dtype)) for v in views
         ]
         b.call(fn, [*pointers, self._workspace, self._status])
+
+
+def _key(view: View) -> tuple:
+    return (id(view.ptr), view.offset.get_reference(), view.shape, view.strides, view.dtype)
 
 
 def _bias_adds(graph: Graph) -> dict[Node, tuple[Node, Node]]:

@@ -101,7 +101,7 @@ def _getitem_view(ctx, node, x: View):
     strides += x.strides[dim:]
     b = ctx.k.builder
     new_offset = b.add(x.offset, ir.Constant(I64, offset)) if offset else x.offset
-    return View(x.ptr, new_offset, tuple(shape), tuple(strides), x.dtype)
+    return View(x.ptr, new_offset, tuple(shape), tuple(strides), x.dtype, x.param)
 
 
 # ---- elementwise -----------------------------------------------------------------------------
@@ -266,39 +266,62 @@ def _out_index(idx, dims, keepdim: bool):
     return [zero if d in dims else i for d, i in enumerate(idx) if keepdim or d not in dims]
 
 
+def _accumulator(ctx, out: View) -> View:
+    """Where to sum into: float32 sums accumulate in float64 (a float32 running sum of a million
+    terms loses about two digits; numpy sums pairwise), other dtypes in place."""
+    if out.dtype != np.dtype(np.float32):
+        return out
+    return ctx.scratch(out.shape, np.float64)
+
+
+def _finish_sum(ctx, acc: View, out: View, divisor: int = 1) -> None:
+    k, b = ctx.k, ctx.k.builder
+
+    def store(idx):
+        v = k.load(acc, idx)
+        if divisor != 1:
+            v = b.fdiv(v, k.constant(divisor, acc.dtype))
+        k.store(_convert(b, v, acc.dtype, out.dtype), out, idx)
+
+    if acc is not out or divisor != 1:
+        k.loop_nest(out.shape, store)
+
+
 @lowering("sum", "mean")
 def _sum(ctx, node, out: View, x: View):
     k, b = ctx.k, ctx.k.builder
     dims, keep = _reduce_dims(node, len(x.shape)), node.params.get("keepdim", False)
-    gemm.fill(k, out, k.constant(0, out.dtype))
+    acc = _accumulator(ctx, out)
+    gemm.fill(k, acc, k.constant(0, acc.dtype))
     is_f = out.dtype.kind == "f"
 
     def body(idx):
         o = _out_index(idx, dims, keep)
-        v = _convert(b, k.load(x, idx), x.dtype, out.dtype)
-        acc = k.load(out, o)
-        k.store(b.fadd(acc, v) if is_f else b.add(acc, v), out, o)
+        v = _convert(b, k.load(x, idx), x.dtype, acc.dtype)
+        total = k.load(acc, o)
+        k.store(b.fadd(total, v) if is_f else b.add(total, v), acc, o)
 
     k.loop_nest(x.shape, body, "r")
-    if node.op == "mean":
-        count = int(np.prod([x.shape[d] for d in dims], dtype=np.int64))
-        scale = k.constant(count, out.dtype)
-        k.loop_nest(out.shape, lambda idx: k.store(b.fdiv(k.load(out, idx), scale), out, idx))
+    count = int(np.prod([x.shape[d] for d in dims], dtype=np.int64))
+    _finish_sum(ctx, acc, out, count if node.op == "mean" else 1)
 
 
 @lowering("sum_to")
 def _sum_to(ctx, node, out: View, x: View):
     """Sum a broadcast value back down to `shape` (the gradient of broadcasting)."""
     k, b = ctx.k, ctx.k.builder
-    gemm.fill(k, out, k.constant(0, out.dtype))
+    acc = _accumulator(ctx, out)
+    gemm.fill(k, acc, k.constant(0, acc.dtype))
     lead = len(x.shape) - len(out.shape)
     zero = ir.Constant(I64, 0)
 
     def body(idx):
         o = [zero if out.shape[d] == 1 else idx[lead + d] for d in range(len(out.shape))]
-        k.store(b.fadd(k.load(out, o), k.load(x, idx)), out, o)
+        v = _convert(b, k.load(x, idx), x.dtype, acc.dtype)
+        k.store(b.fadd(k.load(acc, o), v), acc, o)
 
     k.loop_nest(x.shape, body, "r")
+    _finish_sum(ctx, acc, out)
 
 
 @lowering("max", "min", "argmax", "argmin")
@@ -569,19 +592,25 @@ def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None)
 
 
 def _product(ctx, a: View, b: View, c: View, init=None, activation=None) -> None:
-    """c = activation((init or c) + a @ b); with enough rows, B is first packed row-major (once
-    per scope)."""
+    """c = activation((init or c) + a @ b). A weight used as W.T (every `x @ W.T`) is read in
+    place by the dot kernel or copied k-major for the axpy kernel, whichever costs less; the
+    copy of a parameter is kept between calls."""
     if c.dtype.kind != "f":  # integer products: exact, in plain loops
         gemm.scalar_kernel(ctx.k, a, b, c)
         return
     packed = ctx.existing_copy(b)  # e.g. a loop's weight, packed before its first step
     if packed is not None:
         b = packed
-    elif gemm.prefers_packing(a.shape[0], b):
-        b = ctx.contiguous(b)
+    elif gemm.prefers_packing(a.shape[0], b, kept=_keep(b)):
+        b = ctx.kept_transpose(b, a.shape[0]) if _keep(b) else ctx.contiguous(b)
     elif b.strides[0] == 1:  # the dot form reads rows of A as vectors
         a = ctx.contiguous(a)
-    gemm.accumulate(ctx.k, a, b, c, init, activation)
+    gemm.accumulate(ctx.k, a, b, c, init, activation, ctx.reverse_k)
+
+
+def _keep(b: View) -> bool:
+    """Whether a k-major copy of b (a parameter's W.T) is worth keeping between calls."""
+    return b.param is not None and len(b.shape) == 2 and b.strides[0] == 1
 
 
 def _merge_rows(v: View) -> View | None:
@@ -604,17 +633,16 @@ def _promote(ctx, v: View, dtype) -> View:
     return tmp
 
 
-def _activation(ctx, nonlinearity: str):
-    """The cell's nonlinearity as a function on values (scalars or vectors)."""
-    b = ctx.k.builder
+def _activation(ctx, nonlinearity: str) -> gemm.Activation:
+    """The cell's nonlinearity, emitted on values (scalars or vectors)."""
 
-    def apply(v):
+    def emit(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
         if nonlinearity == "tanh":
-            return ctx.math("tanh", v)
+            return emit_math(b, b.module, "tanh", v)
         zero = ir.Constant(v.type, None)  # relu: NaN stays NaN, as np.maximum(x, 0)
         return b.select(b.fcmp_ordered("<", v, zero), zero, v)
 
-    return apply
+    return gemm.Activation(nonlinearity, emit)
 
 
 @lowering("rnn_cell")
@@ -634,10 +662,16 @@ def _rnn_step(ctx, node, out: View, xw, h, w_hh):
 
 
 @lowering("loop")
-def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
-    """hs[t] = body(xs[t], h_{t-1}, *invariants): the body's code runs inside a native loop."""
+def _loop(ctx, node, out: View, *args: View):
+    """hs[t] = body(xs[t], h_{t-1}, *invariants): the body's code runs inside a native loop.
+
+    With `sequences=k`, the first k inputs are all sliced at step t; with `reverse=True`, t runs
+    from T-1 down to 0 and each step reads the state of step t+1.
+    """
     k, b = ctx.k, ctx.k.builder
-    h0 = ctx.contiguous(h0)
+    sequences, reverse = node.params.get("sequences", 1), node.params.get("reverse", False)
+    seqs, h0, invariants = args[:sequences], ctx.contiguous(args[sequences]), args[sequences + 1 :]
+    steps = seqs[0].shape[0]
     # The body (an rnn_step) uses its 2-D invariants as W.T: pack them here, before the loop,
     # where packing pays, so the body finds the copy instead of making one every step.
     rows = h0.shape[0] if h0.shape else 1
@@ -645,22 +679,36 @@ def _loop(ctx, node, out: View, xs: View, h0: View, *invariants: View):
         if len(w.shape) != 2:
             continue
         w_t = w.transpose((1, 0))
-        if gemm.prefers_packing(rows, w_t, reuse=xs.shape[0]):
+        if not gemm.prefers_packing(rows, w_t, reuse=steps, kept=_keep(w_t)):
+            continue
+        if _keep(w_t):
+            ctx.kept_transpose(w_t, rows)
+        else:
             ctx.contiguous(w_t)
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+    last = ir.Constant(I64, steps - 1)
     ty = llvm_type(h0.dtype)
 
-    def step(t):
-        first = b.icmp_signed("==", t, zero)
-        prev = k.offset_view(out, 0, b.sub(t, one))  # only dereferenced when t > 0
+    def step(i):
+        t = b.sub(last, i) if reverse else i
+        first = b.icmp_signed("==", i, zero)
+        before = b.add(t, one) if reverse else b.sub(t, one)
+        prev = k.offset_view(out, 0, before)  # only dereferenced after the first step
         start = b.gep(h0.ptr, [h0.offset], inbounds=True, source_etype=ty)
         previous = b.gep(prev.ptr, [prev.offset], source_etype=ty)
         h = View(b.select(first, start, previous), zero, h0.shape, h0.strides, h0.dtype)
-        with ctx.scope():
-            ctx.lower_subgraph(
-                node.params["body"],
-                [k.offset_view(xs, 0, t), h, *invariants],
-                [k.offset_view(out, 0, t)],
-            )
+        outer_reverse = ctx.reverse_k
+        # Odd steps run their products' k steps backwards: the weight rows read last by one
+        # step are read first by the next, while still in L1.
+        ctx.reverse_k = b.trunc(i, ir.IntType(1))
+        try:
+            with ctx.scope():
+                ctx.lower_subgraph(
+                    node.params["body"],
+                    [*(k.offset_view(s, 0, t) for s in seqs), h, *invariants],
+                    [k.offset_view(out, 0, t)],
+                )
+        finally:
+            ctx.reverse_k = outer_reverse
 
-    k.loop(xs.shape[0], step, "t")
+    k.loop(steps, step, "t")

@@ -3,9 +3,10 @@
 Each function takes an `ir.IRBuilder` and a `float` or `<n x float>` value and returns a value of
 the same type. The code is straight-line: fadd/fmul/fdiv, `llvm.fma`, bitcasts, integer ops,
 fcmp/select and intrinsics that lower to single instructions (`llvm.fabs`, `llvm.copysign`,
-`llvm.minnum`, `llvm.maxnum`, `llvm.rint`). No calls and no branches, so LLVM's loop vectorizer
-turns a loop over these into AVX-512/AVX2 code. `double` values instead call `llvm.exp.f64`,
-`llvm.log.f64` and `llvm.tanh.f64` (libm); the accuracy target below is for float32.
+`llvm.minnum`, `llvm.maxnum`, `llvm.rint`, and for AVX-512 vectors `llvm.x86.avx512.rcp14`). No
+calls and no branches, so LLVM's loop vectorizer turns a loop over these into AVX-512/AVX2 code.
+`double` values instead call `llvm.exp.f64`, `llvm.log.f64` and `llvm.tanh.f64` (libm); the
+accuracy target below is for float32.
 
 Method (float32 target: within 4 ulp of float64 numpy rounded to float32 over every input;
 `bench/math_accuracy.py` scans all 2^32 inputs):
@@ -17,8 +18,10 @@ Method (float32 target: within 4 ulp of float64 numpy rounded to float32 over ev
   scaled subnormals and 0. NaN is selected back at the end.
 - tanh: odd, so work on a = |x| and copysign at the end (keeps -0). Below a = 0.625,
   tanh(a) = a + a^3 * Q(a^2); above, 1 - 2 / (exp(2a) + 1), which has no cancellation there
-  (the result is >= 0.55) and saturates to 1 by itself once exp overflows. Subnormal inputs come
-  back unchanged because a^3 underflows.
+  (the result is >= 0.55), with a clamped at 9.02 (tanh rounds to 1 from ~9.011 on) so exp's
+  range checks are not needed. On AVX-512 vectors 2 / d is a 14-bit reciprocal estimate refined
+  by one Newton step (cheaper than a divide; within 1 ulp of the scalar code). Subnormal inputs
+  come back unchanged because a^3 underflows.
 - log: subnormal inputs are scaled by 2^23 first. The bits split x into 2^e * m with m in
   [sqrt(1/2), sqrt(2)). With f = m - 1 and s = f / (2 + f), log(m) = 2 atanh(s) =
   2s + s * R(s^2), R(z) = z * Q(z), rearranged as f - (f^2/2 - s * (f^2/2 + R)) so the large
@@ -41,6 +44,8 @@ import math
 
 from llvmlite import ir
 
+from .runtime import host_features
+
 F32 = ir.FloatType()
 I32 = ir.IntType(32)
 
@@ -49,6 +54,8 @@ EXP_Q = (0.49999994, 0.16666515, 0.041668456, 0.008369419, 0.0013813145)
 # tanh(a) = a + a^3 * Q(a^2), a <= TANH_POLY_LIMIT.
 TANH_Q = (-0.3333328, 0.13331442, -0.053739715, 0.020639088, -0.0057049873)
 TANH_POLY_LIMIT = 0.625
+# tanh rounds to 1 in float32 from ~9.0109 on.
+TANH_CLAMP = 9.02
 # 2 atanh(s) = 2s + s * z * Q(z), z = s^2 <= 0.030.
 LOG_Q = (0.6666678, 0.39976647, 0.2989783)
 
@@ -154,15 +161,46 @@ def tanh(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
         return _intrinsic(builder, "llvm.tanh", x)
     ty = x.type
     a = _intrinsic(builder, "llvm.fabs", x)
-    # Small |x|: odd polynomial; the a^3 term is a small correction to the exact a.
+    # Small |x|: odd polynomial; the a^3 term is a small correction to the exact a. NaN lands
+    # here (the unordered compare below) and propagates.
     t = builder.fmul(a, a)
     small = _fma(builder, builder.fmul(a, t), _poly(builder, t, TANH_Q), a)
-    # Large |x|: 1 - 2/(e^2a + 1); e^2a = inf gives exactly 1, NaN stays NaN.
-    e = exp(builder, builder.fadd(a, a))
-    frac = builder.fdiv(_const(ty, 2.0), builder.fadd(e, _const(ty, 1.0)))
-    large = builder.fsub(_const(ty, 1.0), frac)
-    is_small = builder.fcmp_ordered("<", a, _const(ty, TANH_POLY_LIMIT))
+    # Large |x|: 1 - 2/(e^2a + 1) with a clamped where tanh rounds to 1 (a compare and select,
+    # so NaN and inf become the bound: no poison from fptosi). Then 2a is in [1.25, 18.04]:
+    # e^2a = p * 2^n with n in [2, 26] needs no range checks.
+    w = builder.select(
+        builder.fcmp_ordered("<", a, _const(ty, TANH_CLAMP)), a, _const(ty, TANH_CLAMP)
+    )
+    y = builder.fadd(w, w)
+    n = _intrinsic(builder, "llvm.rint", builder.fmul(y, _const(ty, LOG2E)))
+    r = _fma(builder, n, _const(ty, -LN2_HI), y)  # exact: n >= 2
+    r = _fma(builder, n, _const(ty, -LN2_LO), r)
+    p = builder.fadd(
+        _fma(builder, builder.fmul(r, r), _poly(builder, r, EXP_Q), r), _const(ty, 1.0)
+    )
+    e = builder.fmul(p, _pow2(builder, builder.fptosi(n, _like(x, I32))))
+    large = _one_minus_two_over(builder, builder.fadd(e, _const(ty, 1.0)))
+    is_small = builder.fcmp_unordered("<", a, _const(ty, TANH_POLY_LIMIT))
     return _intrinsic(builder, "llvm.copysign", builder.select(is_small, small, large), x)
+
+
+def _one_minus_two_over(builder: ir.IRBuilder, d: ir.Value) -> ir.Value:
+    """1 - 2/d for d >= 2. Where AVX-512 has a 14-bit reciprocal estimate for this vector type,
+    one Newton step makes it ~28 bits, cheaper than a divide (about one per 10 cycles)."""
+    ty = d.type
+    width = ty.count * 32 if isinstance(ty, ir.VectorType) else 0
+    features = host_features()
+    if width == 512 and "avx512f" in features or width in (128, 256) and "avx512vl" in features:
+        mask_ty = ir.IntType(max(8, ty.count))
+        name = f"llvm.x86.avx512.rcp14.ps.{width}"
+        fn = builder.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(builder.module, ir.FunctionType(ty, [ty, ty, mask_ty]), name=name)
+        r0 = builder.call(fn, [d, ir.Constant(ty, None), ir.Constant(mask_ty, -1)])
+        residual = _fma(builder, builder.fneg(d), r0, _const(ty, 1.0))
+        r1 = _fma(builder, r0, residual, r0)
+        return _fma(builder, _const(ty, -2.0), r1, _const(ty, 1.0))
+    return builder.fsub(_const(ty, 1.0), builder.fdiv(_const(ty, 2.0), d))
 
 
 def log(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:

@@ -21,7 +21,7 @@ import numpy as np
 from .. import pytree
 from ..errors import CompileError
 from ..ops.registry import TensorType
-from ..tensor import Tensor, _as_tensor, tracing
+from ..tensor import Tensor, _as_tensor, apply, tracing
 from .graph import Graph, Node, collector_paused
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,24 +66,23 @@ class TracerTensor(Tensor):
     """A stand-in Tensor while tracing: shape and dtype only; reading its numbers is an error."""
 
     _abstract = True
-    # Tape fields every stand-in has (class defaults: one traced op sets only `node`).
+    # The tape fields of a Tensor, as class defaults: a traced op sets only `node`.
     trainable = True
     _prev = ()
+    _op = "traced"
+    label = ""
 
     def __init__(self, node: Node):  # noqa: D107 - Tensor.__init__ is deliberately not called
         self.node = node
 
-    @property
-    def _op(self) -> str:
-        return self.node.op
-
-    @property
-    def label(self) -> str:
-        return self.node.name
-
     @staticmethod
     def _backward() -> None:
         pass
+
+    @classmethod
+    def _bind(cls, name: str, args, params) -> Tensor:
+        """`ops.bind` on traced values (gradient rules use it): record the op like `apply`."""
+        return apply(name, *args, **params)
 
     def _data_dependent(self, what: str):
         raise CompileError(

@@ -38,6 +38,8 @@ def _swap_last(x):
 
 
 def _matmul_vjp(g, out, a, b):
+    if len(a.shape) > 2 and len(b.shape) == 2:  # a linear layer on a batch of matrices:
+        return _batched_linear_vjp(g, a, b)  # b's gradient is one product, not a sum of many
     # Treat 1-D operands as a row (a) or a column (b) matrix, then undo that on the gradients.
     a2 = bind("reshape", a, shape=(1, a.shape[0])) if len(a.shape) == 1 else a
     b2 = bind("reshape", b, shape=(b.shape[0], 1)) if len(b.shape) == 1 else b
@@ -54,3 +56,10 @@ def _matmul_vjp(g, out, a, b):
 
 
 def_op("matmul", impl=np.matmul, shape=_matmul_type, vjp=_matmul_vjp)
+
+
+def _batched_linear_vjp(g, a, b):
+    rows = int(np.prod(a.shape[:-1]))
+    a2 = bind("reshape", a, shape=(rows, a.shape[-1]))
+    g2 = bind("reshape", g, shape=(rows, g.shape[-1]))
+    return g @ _swap_last(b), _swap_last(a2) @ g2

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (each module registers its pass)
     roll,
     simplify,
     split_concat,
+    unroll,
 )
 from .base import PIPELINES, PassManager, PassResult, add_pass, register_pass, resolve_pipeline
 

@@ -64,6 +64,7 @@ PIPELINES: dict[str, list[str]] = {
         "hoist_input_projection",
         "reroll",
         "batch_steps",
+        "unroll",
         "dce",
     ],
     "none": [],

@@ -16,7 +16,14 @@ from ..ir.graph import Graph, Node
 from ..ops.shape import Slice
 from .base import PassResult, register_pass, remark
 from .chains import cell_chains
-from .rewrite import hoist_out, prune, replace, rnn_step_body, stacked_source
+from .rewrite import (
+    hoist_out,
+    is_forward_loop,
+    prune,
+    replace,
+    rnn_step_body,
+    stacked_source,
+)
 
 PATTERN = "hoist_input_projection: chain of rnn_cells"
 LOOP_PATTERN = "hoist_input_projection: loop over an rnn_cell"
@@ -36,7 +43,7 @@ def hoist_input_projection(graph: Graph) -> PassResult:
             _hoist(graph, chain)
             changed = True
     for loop in list(graph.nodes):
-        if loop.op == "loop" and loop.graph is graph and _loop_cell(loop) is not None:
+        if is_forward_loop(loop) and loop.graph is graph and _loop_cell(loop) is not None:
             changed |= _hoist_loop(graph, loop)
     if changed:
         graph.sort()

@@ -17,6 +17,11 @@ class Explanation:
         self.graph = optimized
         self.records: list[PassRecord] = list(records)
         self.remarks: list[Remark] = list(remarks)
+        self.backward: tuple | None = None  # (derived nodes, graph, pass records, saved values)
+
+    def add_backward(self, derived: int, graph: Graph, records, saved) -> None:
+        """The backward graph a call needing gradients builds, and what the forward saves."""
+        self.backward = (derived, graph, list(records), list(saved))
 
     def __str__(self) -> str:
         lines = [f"explain: {self.title}", f"traced graph: {self.traced_nodes} nodes", ""]
@@ -24,6 +29,8 @@ class Explanation:
         lines += [""] + _passes(self.records)
         counts = ", ".join(f"{op} x{n}" for op, n in sorted(self.graph.op_counts().items()))
         lines += ["", f"optimized graph: {len(self.graph)} nodes ({counts})"]
+        if self.backward:
+            lines += [""] + _backward(*self.backward)
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -56,3 +63,16 @@ def _passes(records: Sequence[PassRecord]) -> list[str]:
     total = sum(r.seconds for r in records)
     lines.append(f"         {'total':<{width}}  {'':>21}  {'':<7}  {total * 1e3:.2f} ms")
     return lines
+
+
+def _backward(derived: int, graph: Graph, records, saved) -> list[str]:
+    counts = ", ".join(f"{op} x{n}" for op, n in sorted(graph.op_counts().items()))
+    kept = [f"%{n.name} {n.type}" for n in saved if not n.is_input]
+    read = [f"%{n.name}" for n in saved if n.is_input]
+    return [
+        f"backward graph (reverse mode over the optimized graph): {derived} nodes derived",
+        *_passes(records),
+        f"optimized backward graph: {len(graph)} nodes ({counts})",
+        f"the forward saves: {', '.join(kept) or 'nothing'}",
+        f"the backward also reads: {', '.join(read) or 'nothing'}",
+    ]

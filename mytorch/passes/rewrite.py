@@ -86,9 +86,18 @@ def subgraphs(graph: Graph) -> list[tuple[Graph, Node | None]]:
         for node in out[k][0].nodes:
             if node.op == "loop":
                 body = node.params["body"]
-                out.append((body, body.inputs[1]))
+                out.append((body, body.inputs[node.params.get("sequences", 1)]))
         k += 1
     return out
+
+
+def is_forward_loop(node: Node) -> bool:
+    """A loop over one sequence, first step first: loop(xs, h0, *invariants)."""
+    return (
+        node.op == "loop"
+        and node.params.get("sequences", 1) == 1
+        and not node.params.get("reverse", False)
+    )
 
 
 def rnn_step_body(xs: Node, h: Node, w_hh: Node, nonlinearity: str) -> Graph:
@@ -102,8 +111,9 @@ def rnn_step_body(xs: Node, h: Node, w_hh: Node, nonlinearity: str) -> Graph:
 
 
 def hoist_out(graph: Graph, loop: Node, value: Node, before: Node) -> Node | None:
-    """`value`, computed in `loop`'s body from the loop's invariants only, computed outside it
-    (placed before `before`); None when it depends on the step's input or state."""
+    """`value`, computed in forward `loop`'s body from the loop's invariants only, computed
+    outside it (placed before `before`); None when it depends on the step's input or state."""
+    assert is_forward_loop(loop)
     body = loop.params["body"]
     made: dict[Node, Node] = {
         i: outer for i, outer in zip(body.inputs[2:], loop.inputs[2:], strict=True)

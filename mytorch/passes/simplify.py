@@ -3,12 +3,16 @@
 - transpose(transpose(x, a, b), a, b) -> x; permute(permute(x)) composes, identity -> x;
 - x * 1, 1 * x, x / 1, x + 0, 0 + x, x - 0 -> x (only when that keeps x's shape and dtype);
 - reshape / broadcast_to / sum_to to x's own shape -> x; reshape(reshape(x)) -> reshape(x);
-- stack(x[0], x[1], ..., x[n-1]) -> x (the steps of a sequence put back together).
+- stack(x[0], x[1], ..., x[n-1]) -> x (the steps of a sequence put back together);
+- getitem_grad(a, [:, 0:p]) + getitem_grad(b, [:, p:n]) -> cat(a, b): the gradient of a tensor
+  read as slices that tile it (a weight split by `split_concat`) is its parts put side by side,
+  with no zeros to fill and add.
 """
 
 from __future__ import annotations
 
 from ..ir.graph import Graph, Node
+from ..ops.shape import Slice
 from .base import PassResult, register_pass
 from .rewrite import const_equals, replace, stacked_source, subgraphs
 
@@ -45,6 +49,8 @@ def _simplify(graph: Graph) -> bool:
 def _rewrite(graph: Graph, node: Node) -> Node | None:
     """A value equal to `node` that is cheaper, or None."""
     op, ins = node.op, node.inputs
+    if op == "add" and all(i.op == "getitem_grad" for i in ins):
+        return _join_scatters(graph, node)
     if op in _IDENTITY_OPERAND:
         identity, positions = _IDENTITY_OPERAND[op]
         for k in positions:
@@ -74,6 +80,38 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
     if op == "stack":
         return _unstack(node)
     return None
+
+
+def _join_scatters(graph: Graph, node: Node) -> Node | None:
+    spans = [_slice_span(s.params["index"], s.params["shape"]) for s in node.inputs]
+    if None in spans or len({dim for dim, _, _ in spans}) != 1:
+        return None
+    dim = spans[0][0]
+    order = sorted(range(len(spans)), key=lambda k: spans[k][1])
+    edges = [spans[k][1:] for k in order]
+    size = node.inputs[0].params["shape"][dim]
+    tiles = edges[0][0] == 0 and edges[-1][1] == size
+    if not tiles or any(a[1] != b[0] for a, b in zip(edges, edges[1:], strict=False)):
+        return None
+    if any(s.params["shape"] != node.inputs[0].params["shape"] for s in node.inputs):
+        return None
+    joined = graph.add_node("cat", [node.inputs[k].inputs[0] for k in order], {"dim": dim})
+    return joined if joined.type == node.type else None
+
+
+def _slice_span(index, shape) -> tuple[int, int, int] | None:
+    """(dim, start, stop) when `index` takes all of every dim but one, and a range of that one."""
+    span = None
+    for dim, entry in enumerate(index):
+        if not isinstance(entry, Slice) or entry.step not in (None, 1):
+            return None
+        start, stop, _ = slice(entry.start, entry.stop).indices(shape[dim])
+        if (start, stop) == (0, shape[dim]):
+            continue
+        if span is not None or start >= stop:
+            return None
+        span = (dim, start, stop)
+    return span
 
 
 def _unstack(node: Node) -> Node | None:

@@ -566,3 +566,16 @@ def test_random_op_warning_names_the_line_that_calls_it(op):
         compiled(x)
     message = str(caught[0].message)
     assert "test_llvm_ops.py" in message, f"no source location in: {message}"
+
+
+@pytest.mark.parametrize("op", ["sum", "mean"])
+def test_float32_sums_of_a_million_terms_keep_float32_precision(op):
+    # A float32 running sum drifts by ~1e-2 over 8M terms; numpy sums pairwise (~1e-7).
+    x = mytorch.Tensor(
+        np.random.default_rng(0).uniform(0, 1, (2048, 512)).astype(np.float32), trainable=False
+    )
+    exact = getattr(x.data.astype(np.float64), op)()
+    with mytorch.no_grad():
+        got = mytorch.compile(lambda t: getattr(t, op)())(x).data
+    assert got.dtype == np.float32
+    assert abs(got - exact) <= 2e-7 * abs(exact), (got, exact)

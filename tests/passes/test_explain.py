@@ -16,8 +16,9 @@ PASS_LINE = re.compile(r"^\s+(\w+)\s+(\d+) -> (\d+)\s+(yes|no)\s+(\d+\.\d+) ms$"
 
 
 def pass_table(report: str) -> list[tuple[str, int, int, bool]]:
+    """The pass rows of a report's first pass table (the forward's, if it has a backward)."""
     rows = []
-    for line in report.splitlines():
+    for line in report.split("\nbackward graph")[0].splitlines():
         m = PASS_LINE.match(line)
         if m:
             rows.append((m[1], int(m[2]), int(m[3]), m[4] == "yes"))
@@ -150,7 +151,8 @@ def test_dump_writes_every_stage_and_the_explanation(tmp_path, tutorial_step):
     loop = tutorial_loop(rnn)
     xs = mytorch.randn(3, 1, 12)
     fn = mytorch.compile(loop, backend="numpy", dump=str(tmp_path))
-    out, h_last = fn(xs, h)
+    with mytorch.no_grad():  # forward only: no backward graph to dump
+        out, h_last = fn(xs, h)
     folder = tmp_path / "run_sequence-0"
     expected = stage_files(PIPELINES["default"])
     assert expected[1] == "001_roll.txt" and expected[-1].endswith("_dce.txt")
@@ -169,11 +171,43 @@ def test_dump_writes_every_stage_and_the_explanation(tmp_path, tutorial_step):
     assert (tmp_path / "run_sequence-1" / "000_trace.txt").exists()
 
 
+def test_dump_writes_the_backward_stages_when_gradients_are_needed(tmp_path, tutorial_step):
+    rnn, x, h = tutorial_step
+    fn = mytorch.compile(tutorial_loop(rnn), backend="numpy", dump=str(tmp_path))
+    out, h_last = fn(mytorch.randn(3, 1, 12), h)
+    out.sum().backward()
+    names = sorted(p.name for p in (tmp_path / "run_sequence-0").iterdir())
+    backward = [n for n in names if n.startswith("backward_")]
+    pipeline = PIPELINES["default"]
+    assert backward[0] == "backward_000_derived.txt"
+    assert backward[1 : len(pipeline) + 1] == [
+        f"backward_{k:03d}_{name}.txt" for k, name in enumerate(pipeline, 1)
+    ]
+    assert backward[len(pipeline) + 1] == f"backward_{len(pipeline) + 1:03d}_forward_saving.txt"
+    derived = (tmp_path / "run_sequence-0" / "backward_000_derived.txt").read_text()
+    assert "reverse=True" in derived  # backpropagation through time: a reverse loop
+
+
 def test_the_environment_variable_turns_dumps_on(tmp_path, monkeypatch, tutorial_step):
     monkeypatch.setenv("MYTORCH_DUMP", str(tmp_path))
     rnn, x, h = tutorial_step
-    mytorch.compile(rnn, backend="numpy", passes=["cse", "dce"])(x, h)
+    with mytorch.no_grad():
+        mytorch.compile(rnn, backend="numpy", passes=["cse", "dce"])(x, h)
     folder = tmp_path / "RNN-0"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         stage_files(["cse", "dce"]) + ["explain.txt"]
     )
+
+
+def test_explain_shows_the_backward_graph_when_gradients_are_needed(tutorial_step):
+    rnn, x, h = tutorial_step
+    loop = tutorial_loop(rnn)
+    xs = mytorch.randn(6, 1, 12)
+    report = str(mytorch.explain(loop, xs, h))
+    backward = report[report.index("backward graph") :]
+    assert "reverse mode over the optimized graph" in backward
+    assert [name for name, *_ in pass_table(backward)] == PIPELINES["default"]
+    assert "loop x1" in backward.split("optimized backward graph:")[1]
+    assert "the forward saves: " in backward and "%loop" in backward
+    with mytorch.no_grad():
+        assert "backward graph" not in str(mytorch.explain(loop, xs, h))

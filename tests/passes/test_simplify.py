@@ -216,3 +216,38 @@ def test_a_graph_without_identities_is_unchanged():
         }
         """,
     )
+
+
+def test_gradients_of_slices_that_tile_a_tensor_become_one_cat():
+    check_pass(
+        "simplify",
+        """
+        graph(%a: f32[4,2], %b: f32[4,3]) {
+          %getitem_grad0 = getitem_grad(%b) {index=[:, 2:5], shape=(4, 5)} : f32[4,5]
+          %getitem_grad1 = getitem_grad(%a) {index=[:, 0:2], shape=(4, 5)} : f32[4,5]
+          %add0 = add(%getitem_grad0, %getitem_grad1) : f32[4,5]
+          return (%add0)
+        }
+        """,
+        """
+        graph(%a: f32[4,2], %b: f32[4,3]) {
+          %cat0 = cat(%a, %b) {dim=1} : f32[4,5]
+          return (%cat0)
+        }
+        """,
+    )
+
+
+def test_gradients_of_slices_that_overlap_or_leave_gaps_stay_sums():
+    graph = """
+        graph(%a: f32[4,2], %b: f32[4,2], %c: f32[2,5]) {
+          %getitem_grad0 = getitem_grad(%a) {index=[:, 0:2], shape=(4, 5)} : f32[4,5]
+          %getitem_grad1 = getitem_grad(%b) {index=[:, 3:5], shape=(4, 5)} : f32[4,5]
+          %add0 = add(%getitem_grad0, %getitem_grad1) : f32[4,5]
+          %getitem_grad2 = getitem_grad(%c) {index=[0:2], shape=(4, 5)} : f32[4,5]
+          %add1 = add(%getitem_grad0, %getitem_grad2) : f32[4,5]
+          return (%add0, %add1)
+        }
+        """
+    # add0 leaves column 2 out; add1's slices are on different dims and overlap.
+    check_pass("simplify", graph)

@@ -1,0 +1,100 @@
+"""Training through compiled code.
+
+For one compiled signature and one set of inputs that need gradients, the backward graph is
+derived from the optimized forward graph (`ir.autodiff`), optimized by the same pass pipeline and
+built by the same backend. The forward is rebuilt to also return what the backward reads; its
+outputs join the autograd tape through one node, whose backward calls the compiled backward with
+the outputs' gradients and adds the results into the inputs' `.grad`, as eager ops do.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+
+from .ir.autodiff import clone, derive_backward
+from .ir.graph import Graph
+from .tensor import Tensor
+
+
+class CompiledBackward:
+    """The training build of one signature: a forward that saves, and its compiled backward."""
+
+    def __init__(self, forward: Graph, wrt: tuple[int, ...], optimize, build, dump=None):
+        backward = derive_backward(forward, wrt)
+        if dump:
+            dump.stage("derived", backward.graph)
+        backward.graph = optimize(backward.graph)
+        backward.prune_inputs()
+        self.graph = backward.graph
+        self.gradients = backward.gradients
+
+        # Where each backward input comes from at run time: an output's gradient, a forward
+        # input, or a forward output (the user's, or one added here to save an intermediate).
+        saving, mapping = clone(forward, f"{forward.name}_saving")
+        position = {n: k for k, n in enumerate(forward.inputs)}
+        outputs = {n: k for k, n in reversed(list(enumerate(forward.outputs)))}
+        self._feeds: list[tuple[str, int]] = []
+        for kind, what in backward.sources:
+            if kind == "cotangent":
+                self._feeds.append(("cotangent", what))
+            elif what in position:
+                self._feeds.append(("input", position[what]))
+            else:
+                if what not in outputs:
+                    outputs[what] = len(saving.outputs)
+                    saving.outputs.append(mapping[what])
+                self._feeds.append(("output", outputs[what]))
+        self.forward_graph = saving
+        self.num_outputs = len(forward.outputs)
+        if dump:
+            dump.stage("forward_saving", saving)
+        self.forward_runner = build(saving)
+        self.backward_runner = build(self.graph)
+        self._zeros = [np.zeros(o.shape, o.dtype) for o in forward.outputs]
+
+    def run(self, sources: list[Tensor], arrays: list) -> list[Tensor]:
+        """Run the forward; its float outputs' `.backward()` reaches the trainable `sources`."""
+        results = self.forward_runner(arrays)
+        outputs = [Tensor._from_op(o, (), "compiled") for o in results[: self.num_outputs]]
+        feeds = [
+            arrays[k] if kind == "input" else results[k] if kind == "output" else k
+            for kind, k in self._feeds
+        ]
+        self._attach(sources, feeds, outputs)
+        return outputs
+
+    def _attach(self, sources: list[Tensor], feeds: list, outputs: list[Tensor]) -> None:
+        cotangents: list = [None] * len(outputs)
+        joint = Tensor._from_op(np.zeros(()), tuple(t for t in sources if t.trainable), "compiled")
+        kinds = [kind for kind, _ in self._feeds]
+
+        def joint_backward():
+            args = [
+                (cotangents[f] if cotangents[f] is not None else self._zeros[f])
+                if kind == "cotangent"
+                else f
+                for kind, f in zip(kinds, feeds, strict=True)
+            ]
+            for k, g in zip(self.gradients, self.backward_runner(args), strict=True):
+                if sources[k].trainable:
+                    sources[k].grad += g
+            cotangents[:] = [None] * len(outputs)
+
+        joint._backward = joint_backward
+        for k, out in enumerate(outputs):
+            if out.dtype.kind != "f":
+                continue
+            out._prev, out.trainable, out._op = (joint,), True, "compiled"
+            out._backward = _store_cotangent(weakref.ref(out), cotangents, k)
+
+
+def _store_cotangent(out_ref, cotangents: list, k: int) -> Callable[[], None]:
+    def _backward():
+        out = out_ref()
+        # a copy, as an array of the output's dtype (0-d gradients become numpy scalars)
+        cotangents[k] = np.array(out.grad, dtype=out.dtype)
+
+    return _backward

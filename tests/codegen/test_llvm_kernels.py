@@ -1,0 +1,213 @@
+"""The llvm backend's matrix kernels on the shapes that pick each path: the tutorial RNN over T
+steps (hoisted input projection, the loop of rnn_steps, the deferred output projection) and Linear
+layers, at odd sizes (H not a multiple of the vector width, B = 1 and B > 1, I = 1, T = 1), against
+the numpy interpreter and eager mode. Parameter copies kept between calls must follow every change
+to a parameter. The same checks run with the code generated for AVX2 and for plain 128-bit vectors.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numpy as np
+import pytest
+
+import mytorch
+from mytorch import Tensor, nn
+from mytorch.codegen import gemm, mathfns, runtime
+from tests.ir.programs import RNN
+
+F32 = np.float32
+# (input, hidden, output, batch, steps)
+RNN_SIZES = [
+    (57, 128, 18, 1, 12),  # the names tutorial: B = 1, H a multiple of 16
+    (5, 37, 3, 1, 7),  # H not a multiple of 8 or 16
+    (1, 20, 1, 3, 4),  # I = 1, O = 1, B > 1
+    (8, 130, 17, 2, 1),  # T = 1
+    (16, 48, 16, 4, 5),
+    (3, 9, 2, 5, 3),
+]
+
+
+def rnn_sequence(rnn: RNN, batch: int, h0_input: bool):
+    """The tutorial cell over every step from h = 0 (a constant) or from an input h0; returns every
+    step's output stacked and the final h."""
+
+    def run(xs, h0=None):
+        h = h0 if h0_input else mytorch.zeros(batch, rnn.hidden_size)
+        outs = []
+        for t in range(xs.shape[0]):
+            out, h = rnn(xs[t], h)
+            outs.append(out)
+        return mytorch.stack(outs), h
+
+    return run
+
+
+def rnn_case(sizes, h0_input=False, seed=0):
+    i, h, o, b, t = sizes
+    mytorch.manual_seed(seed)
+    rnn = RNN(i, h, o)
+    rng = np.random.default_rng(seed)
+    inputs = [Tensor(rng.standard_normal((t, b, i)).astype(F32), trainable=False)]
+    if h0_input:
+        inputs.append(Tensor(rng.standard_normal((b, h)).astype(F32), trainable=False))
+    return rnn, rnn_sequence(rnn, b, h0_input), inputs
+
+
+def check_against_references(fn, inputs, assert_outputs_same, what=""):
+    """llvm == numpy interpreter (same optimized graph) == eager."""
+    with mytorch.no_grad():
+        native = mytorch.compile(fn, backend="llvm", fullgraph=True)(*inputs)
+        interpreted = mytorch.compile(fn, backend="numpy", fullgraph=True)(*inputs)
+        eager = fn(*inputs)
+    assert_outputs_same(native, interpreted, what=f"{what} llvm vs numpy")
+    assert_outputs_same(native, eager, what=f"{what} llvm vs eager")
+
+
+def use_isa(monkeypatch, isa: str) -> None:
+    """Generate code for an AVX2 CPU (8 lanes) or for 128-bit vectors (4 lanes) instead of the
+    host's features: the kernels' vector width and the JIT's target CPU both follow."""
+    if isa == "host":
+        return
+    cpu, features = {"avx2": ("haswell", {"avx", "avx2", "fma"}), "generic": ("x86-64", set())}[isa]
+    if "avx2" in features and "avx2" not in runtime.host_features():
+        pytest.skip("the host cannot run AVX2 code")
+
+    def target_machine():
+        binding = runtime.llvm()
+        target = binding.Target.from_triple(binding.get_process_triple())
+        return target.create_target_machine(cpu=cpu, features="", opt=3, jit=True)
+
+    monkeypatch.setattr(gemm, "host_features", lambda: features)
+    monkeypatch.setattr(mathfns, "host_features", lambda: features)
+    monkeypatch.setattr(runtime, "target_machine", target_machine)
+
+
+def sizes_id(sizes) -> str:
+    return "I{}-H{}-O{}-B{}-T{}".format(*sizes)
+
+
+RNN_CASES = [("host", s, h0) for s in RNN_SIZES for h0 in (False, True)] + [
+    (isa, s, h0)
+    for isa in ("avx2", "generic")
+    for s, h0 in ((RNN_SIZES[1], False), (RNN_SIZES[2], True))
+]
+
+
+@pytest.mark.parametrize(
+    "isa,sizes,h0_input",
+    RNN_CASES,
+    ids=[f"{isa}-{sizes_id(s)}-{'h0' if h0 else 'zero'}" for isa, s, h0 in RNN_CASES],
+)
+def test_rnn_sequence_matches_references(monkeypatch, isa, sizes, h0_input, assert_outputs_same):
+    use_isa(monkeypatch, isa)
+    _, fn, inputs = rnn_case(sizes, h0_input)
+    check_against_references(fn, inputs, assert_outputs_same, what=str(sizes))
+
+
+LINEAR_SHAPES = [
+    (1, 5, 1),
+    (1, 57, 128),
+    (12, 57, 128),
+    (7, 3, 17),
+    (40, 33, 18),
+    (64, 16, 48),
+    (3, 200, 9),
+    (130, 20, 1),
+]
+LINEAR_CASES = [("host", *s) for s in LINEAR_SHAPES] + [
+    (isa, *s) for isa in ("avx2", "generic") for s in ((12, 57, 128), (40, 33, 18))
+]
+
+
+@pytest.mark.parametrize("isa,m,k,n", LINEAR_CASES)
+def test_linear_layer_matches_references(monkeypatch, isa, m, k, n, assert_outputs_same):
+    use_isa(monkeypatch, isa)
+    mytorch.manual_seed(m * 1000 + k * 10 + n)
+    layer = nn.Linear(k, n)
+    x = Tensor(np.random.default_rng(k).standard_normal((m, k)).astype(F32), trainable=False)
+    check_against_references(layer, [x], assert_outputs_same, what=f"Linear {m}x{k}->{n}")
+
+
+def test_names_rnn_keeps_a_transposed_copy_of_its_weight():
+    rnn, fn, inputs = rnn_case(RNN_SIZES[0])
+    compiled = mytorch.compile(fn, backend="llvm", fullgraph=True)
+    compiled(*inputs)
+    assert "kept.pack" in compiled.llvm_ir, "the W.T copies are kept and packed"
+
+
+@pytest.mark.parametrize(
+    "isa,sizes",
+    [("host", RNN_SIZES[0]), ("host", RNN_SIZES[1]), ("avx2", RNN_SIZES[1])],
+    ids=["names", "odd", "avx2-odd"],
+)
+def test_kept_weight_copies_follow_every_parameter_change(
+    monkeypatch, isa, sizes, assert_outputs_same
+):
+    use_isa(monkeypatch, isa)
+    rnn, fn, inputs = rnn_case(sizes)
+    compiled = mytorch.compile(fn, backend="llvm", fullgraph=True)
+    weight = rnn.i2h.weight
+    i = sizes[0]
+
+    def check(what):
+        with mytorch.no_grad():
+            assert_outputs_same(compiled(*inputs), fn(*inputs), what=what)
+
+    check("first call")
+    check("second call")
+    original = weight.data.copy()
+    changes = [
+        ("one recurrent weight scaled", lambda w: w.__setitem__((3, i + 2), w[3, i + 2] * 3)),
+        ("one input weight changed", lambda w: w.__setitem__((0, 0), 0.5)),
+        ("last element", lambda w: w.__setitem__((-1, -1), -2.0)),
+        ("every weight scaled", lambda w: w.__imul__(1.5)),
+        ("back to the original bits", lambda w: w.__setitem__(slice(None), original)),
+        ("a zero made negative", lambda w: w.__setitem__((1, i), -0.0)),
+    ]
+    for what, change in changes:
+        change(weight.data)
+        check(what)
+    weight.data = np.array(original * 0.5)  # a new array, not an in-place update
+    check("a new array")
+    rnn.h2o.weight.data[:] = 0.25
+    check("the output weight changed")
+    weight.data[2, i + 1] = np.nan
+    with mytorch.no_grad():
+        out, h = compiled(*inputs)
+        ref_out, ref_h = fn(*inputs)
+    np.testing.assert_array_equal(np.isnan(h.data), np.isnan(ref_h.data))
+    assert np.isnan(h.data).any(), "a NaN weight reaches the state"
+
+
+def test_zero_parameters_on_the_first_call_are_correct(assert_outputs_same):
+    """The workspace starts zeroed: a zero parameter must not be mistaken for a stale copy."""
+    rnn, fn, inputs = rnn_case(RNN_SIZES[0])
+    for p in rnn.parameters():
+        p.data[...] = 0.0
+    compiled = mytorch.compile(fn, backend="llvm", fullgraph=True)
+    with mytorch.no_grad():
+        assert_outputs_same(compiled(*inputs), fn(*inputs), what="zero weights")
+        rnn.i2h.weight.data[5, 60] = 1.0
+        assert_outputs_same(compiled(*inputs), fn(*inputs), what="then one weight set")
+
+
+def test_host_target_machine_matches_the_kernels_vector_width():
+    """The kernels' lanes come from the same features the JIT compiles for."""
+    features = llvm.get_host_cpu_features().flatten()
+    lanes = gemm.vector_width(np.float32)
+    assert lanes == (16 if "+avx512f" in features else 8 if "+avx2" in features else 4)
+
+
+@pytest.mark.parametrize("m", [1, 3, 40])
+def test_uniform_constant_bias_fused_into_the_product(m, assert_outputs_same):
+    """A constant bias of equal values is one element seen everywhere (stride 0): the kernels
+    must broadcast it, not read a vector from it."""
+    mytorch.manual_seed(m)
+    layer = nn.Linear(40, 33)
+
+    def fn(x):
+        return x @ layer.weight.T + mytorch.ones(33) * 0.5
+
+    x = Tensor(np.random.default_rng(m).standard_normal((m, 40)).astype(F32), trainable=False)
+    check_against_references(fn, [x], assert_outputs_same, what=f"rows {m}")
