@@ -1,8 +1,8 @@
 """Compile time against the number of steps T, for the tutorial loop and nn.RNN at W1's sizes.
 
-    python bench/compile_time.py                     # T = 12, 100, 1000, 5000; 5 compiles each
-    python bench/compile_time.py --steps 12,1000 --repeats 3
-    python bench/compile_time.py --stages            # and where one compile's time goes
+    python -m bench.compile_time                     # T = 12, 100, 1000, 5000; 5 compiles each
+    python -m bench.compile_time --steps 12,1000 --repeats 3
+    python -m bench.compile_time --stages            # and where one compile's time goes
 
 A compile's time is what bench/rnn.py reports for W1: a fresh compiled function's first call
 minus a warm call, after `import mytorch` and LLVM's one-time initialization (a warm-up compile of
@@ -28,10 +28,17 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, format_seconds, machine_facts, markdown_table, write_json
-from rnn import RNN, make_seq
-
 import mytorch
+from bench.common import (
+    REPO,
+    RNN,
+    format_seconds,
+    git_revision,
+    machine_facts,
+    make_seq,
+    markdown_table,
+    write_json,
+)
 from mytorch import nn
 from mytorch.codegen.runtime import llvm
 from mytorch.ir.trace import trace_call
@@ -123,6 +130,7 @@ def main(argv=None) -> int:
     with mytorch.no_grad():
         mytorch.compile(lambda a, b: a * b + a)(mytorch.randn(4), mytorch.randn(4))
     facts = machine_facts()
+    facts["git"] = git_revision(Path(mytorch.__file__).resolve().parents[1])  # the mytorch timed
     load = facts["load_average_1min"]
     print(f"CPU: {facts['cpu']} ({facts['cores']} cores), load average {load:.2f}")
     print(f"python {facts['python']}, numpy {facts['numpy']}, git {facts['git']}")
