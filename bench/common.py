@@ -166,15 +166,15 @@ def blas_info() -> dict:
     return info
 
 
-def git_revision() -> str:
+def git_revision(repo: Path = REPO) -> str:
     """The repository's HEAD commit, with "+dirty" when the tree has changes."""
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
+            cwd=repo,
             capture_output=True,
             text=True,
         ).stdout.strip()

@@ -436,10 +436,10 @@ class Tensor:
 
 def apply(op_name: str, *inputs, **params) -> Tensor:
     """Run op `op_name` on tensors (or Python numbers) with static params, recording its tape."""
+    if _tracer is not None:  # tracing: the tracer records a graph node instead
+        return _tracer.record(op_name, inputs, params)
     op = OPS[op_name]
     tensors = tuple(_as_tensor(x) for x in inputs)
-    if _tracer is not None:
-        return _tracer.record(op, tensors, params)
     arrays = tuple(t.data for t in tensors)
     op.shape(*arrays, **params)  # validates first, so errors name the shapes
     out = op.impl(*arrays, **params)

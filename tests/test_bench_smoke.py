@@ -269,3 +269,28 @@ def test_bptt_memory_runs_both_processes_and_compares_gradients(tmp_path):
         assert r["steps"] == 30
         assert r["first_peak_rss"] >= r["setup_rss"] > 0
         assert r["traced_peak"] > 0 and r["first_s"] > 0 and r["warm_s"] > 0
+
+
+# ---- bench/compile_time.py -----------------------------------------------------------------------
+
+
+def test_compile_time_prints_both_programs_the_ratio_and_each_stage(tmp_path):
+    json_path = tmp_path / "compile.json"
+    args = ["--steps", "12,1000", "--repeats", "1", "--stages", "--json", str(json_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.compile_time", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line[:2] == "| "]
+    assert rows[:3] == ["program", "tutorial loop", "nn.RNN"]
+    assert "T=1000 / T=12" in proc.stdout
+    assert " 1 roll (+ verify)" in proc.stdout and "backend (llvm)" in proc.stdout
+    data = json.loads(json_path.read_text())
+    for program in ("tutorial loop", "nn.RNN"):
+        assert set(data["compile_s"][program]) == {"12", "1000"}
+        stages = data["stages_s"][program]["1000"]
+        assert stages["trace"] > 0 and stages["backend (llvm)"] > 0

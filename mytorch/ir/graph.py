@@ -11,6 +11,9 @@ Nodes keep their users, so rewrites are cheap; `replace_all_uses` is the one way
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import heapq
 import itertools
 import re
 from collections.abc import Iterable, Mapping
@@ -25,9 +28,57 @@ INPUT_KINDS = ("input", "param")
 CONST = "const"
 
 
+# Tracing a loop records the same few (op, input types, params) signatures over and over. So
+# equal params share one frozen mapping, and each signature's output type is cached: an op's shape
+# rule runs once per signature, not once per node. The tables are dropped together when they grow.
+_FROZEN: dict[tuple, Mapping] = {}  # params items (any order) -> the shared mapping
+_FROZEN_IDS: dict[int, Mapping] = {}  # id -> shared frozen mapping (kept alive by _FROZEN)
+# (op, id(params), *ids of the input types) -> (output type, what the ids belong to). Keying by id
+# is cheap, and sound: the entry keeps those objects alive, so no other object has their ids.
+_TYPES: dict[tuple, tuple] = {}
+_CANONICAL: dict[TensorType, TensorType] = {}  # one object per distinct type, so ids match
+_CACHE_LIMIT = 1 << 14
+
+
 def freeze_params(params: Mapping) -> Mapping:
-    """Params as a read-only mapping sorted by key (so equal params print and hash equally)."""
-    return MappingProxyType(dict(sorted(params.items())))
+    """Params as a read-only mapping sorted by key (so equal params print and hash equally).
+
+    Hashable params (all but a loop's body) give one shared mapping per distinct value.
+    """
+    # Keyed with the values' classes too: 1, 1.0 and True are equal, but print differently.
+    key = (*params.items(), *[v.__class__ for v in params.values()])
+    try:
+        frozen = _FROZEN.get(key)
+    except TypeError:  # an unhashable value: a mapping of its own
+        return MappingProxyType(dict(sorted(params.items())))
+    if frozen is None:  # new, or the same params in another order
+        if len(_FROZEN) >= _CACHE_LIMIT:
+            _clear_caches()
+        items = sorted(params.items())
+        if any(isinstance(v, Graph) for _, v in items):  # a body, rewritten in place: not shared
+            return MappingProxyType(dict(items))
+        canonical = (*items, *[v.__class__ for _, v in items])
+        frozen = _FROZEN.get(canonical)
+        if frozen is None:
+            frozen = _FROZEN[canonical] = MappingProxyType(dict(items))
+            _FROZEN_IDS[id(frozen)] = frozen
+        _FROZEN[key] = frozen
+    return frozen
+
+
+def _clear_caches() -> None:
+    _FROZEN.clear()
+    _FROZEN_IDS.clear()
+    _TYPES.clear()
+    _CANONICAL.clear()
+
+
+def canonical_type(type: TensorType) -> TensorType:
+    """The one shared object equal to `type` (so type caches can key on its id)."""
+    return _CANONICAL.setdefault(type, type)
+
+
+NO_PARAMS = freeze_params({})
 
 
 class Node:
@@ -43,21 +94,21 @@ class Node:
         "value",
         "graph",
         "loc",
-        "checked",
         "__weakref__",
     )
 
-    def __init__(self, name, op, inputs=(), params=None, type=None, value=None):
+    def __init__(self, name, op, inputs=(), params=NO_PARAMS, type=None, value=None):
         self.name: str = name
         self.op: str = op
         self.inputs: tuple[Node, ...] = tuple(inputs)
-        self.params: Mapping = freeze_params(params or {})
+        self.params: Mapping = (
+            params if params.__class__ is MappingProxyType else freeze_params(params or {})
+        )
         self.type: TensorType = type
         self.users: list[Node] = []
         self.value: np.ndarray | None = value  # constants only
         self.graph: Graph | None = None
         self.loc: tuple[str, int] | None = None  # the user's source line that made it, if traced
-        self.checked: tuple | None = None  # what the verifier last type-checked (see verify)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -91,21 +142,27 @@ class Graph:
         self.inputs: list[Node] = []
         self._nodes: list[Node] = []
         self._removed = 0  # nodes removed but not yet compacted out of _nodes
+        self._before: dict[Node, list[Node]] = {}  # nodes to place before others, at compaction
         self.outputs: list[Node] = []
         self._names: set[str] = set()
-        self._counters: dict[str, itertools.count] = {}
+        self._counters: dict[str, tuple[str, itertools.count]] = {}  # hint -> (base, counter)
 
     # ---- building -------------------------------------------------------------------------------
 
     def unique_name(self, hint: str) -> str:
         """A fresh value name: the hint itself for inputs, else hint + a counter (`matmul0`)."""
-        base = re.sub(r"[^A-Za-z0-9_.]", "_", hint) or "v"
-        counter = self._counters.setdefault(base, itertools.count())
-        while True:
+        entry = self._counters.get(hint)
+        if entry is None:
+            base = re.sub(r"[^A-Za-z0-9_.]", "_", hint) or "v"
+            # Hints that clean up to one base share its counter.
+            entry = next((e for e in self._counters.values() if e[0] == base), None)
+            entry = self._counters[hint] = entry or (base, itertools.count())
+        base, counter = entry
+        names = self._names
+        name = f"{base}{next(counter)}"
+        while name in names:
             name = f"{base}{next(counter)}"
-            if name not in self._names:
-                break
-        self._names.add(name)
+        names.add(name)
         return name
 
     def _claim(self, name: str) -> str:
@@ -119,58 +176,119 @@ class Graph:
     ) -> Node:
         """Append a graph input (or a parameter input) named `name` (made unique if `rename`)."""
         name = self.unique_name(name) if rename and name in self._names else self._claim(name)
-        node = Node(name, "param" if param else "input", type=type)
+        node = Node(name, "param" if param else "input", type=canonical_type(type))
         node.graph = self
         self.inputs.append(node)
         return node
 
-    def add_const(self, value: np.ndarray, name: str | None = None) -> Node:
-        """Append a constant node holding `value`."""
+    def add_const(
+        self, value: np.ndarray, name: str | None = None, *, before: Node | None = None
+    ) -> Node:
+        """Append a constant node holding `value` (or place it just before node `before`)."""
         value = np.asarray(value)
         node = Node(
             self._claim(name) if name else self.unique_name("c"),
             CONST,
-            type=TensorType(tuple(value.shape), value.dtype),
+            type=canonical_type(TensorType(tuple(value.shape), value.dtype)),
             value=value,
         )
-        return self._append(node)
+        return self._append(node, before)
 
-    def add_node(self, op: str, inputs: Iterable[Node], params=None, type=None, name=None) -> Node:
-        """Append an op node; its type is given, or computed by the op's shape rule."""
+    def add_node(
+        self,
+        op: str,
+        inputs: Iterable[Node],
+        params=None,
+        type=None,
+        name=None,
+        *,
+        before: Node | None = None,
+    ) -> Node:
+        """Append an op node (or place it just before node `before`); its type is given, or
+        computed by the op's shape rule."""
         inputs = tuple(inputs)
-        derived = type is None
-        if derived:
-            type = op_type(op, inputs, params or {})
+        params = freeze_params(params) if params else NO_PARAMS
+        if type is None:
+            type = infer_type(op, inputs, params)
         node = Node(self._claim(name) if name else self.unique_name(op), op, inputs, params, type)
-        if derived:  # the type is the shape rule's own answer: the verifier need not redo it
-            node.checked = type_check_key(node)
-        return self._append(node)
+        if before is not None:
+            return self._append(node, before)
+        node.graph = self  # what _append does, inline: this runs once per traced op
+        for i in inputs:
+            i.users.append(node)
+        self._nodes.append(node)
+        return node
 
-    def _append(self, node: Node) -> Node:
+    def _append(self, node: Node, before: Node | None = None) -> Node:
         node.graph = self
         for i in node.inputs:
             i.users.append(node)
-        self._nodes.append(node)
+        if before is None:
+            self._nodes.append(node)
+        elif before.graph is not self or before.is_input:
+            raise ValueError(f"cannot place %{node.name} before %{before.name}: not an op here")
+        else:  # placed when the node list is next read (O(1) now, one O(N) pass for all)
+            self._before.setdefault(before, []).append(node)
         return node
 
     @property
     def nodes(self) -> list[Node]:
         """The op and constant nodes, in order (inputs excluded)."""
-        if self._removed:
-            self._nodes = [n for n in self._nodes if n.graph is self]
-            self._removed = 0
+        if self._removed or self._before:
+            self._compact()
         return self._nodes
+
+    def _compact(self) -> None:
+        """Drop removed nodes and place the nodes added `before=` others, in one pass."""
+        before, out = self._before, []
+        for node in self._nodes:
+            if before and node in before:
+                stack = [(node, iter(before.pop(node)))]
+                while stack:  # what was placed before a placed node goes first (no recursion)
+                    anchor, pending = stack[-1]
+                    placed = next(pending, None)
+                    if placed is None:
+                        stack.pop()
+                        if anchor is not node and anchor.graph is self:
+                            out.append(anchor)
+                    elif placed in before:
+                        stack.append((placed, iter(before.pop(placed))))
+                    elif placed.graph is self:
+                        out.append(placed)
+            if node.graph is self:
+                out.append(node)
+        self._nodes, self._removed = out, 0
 
     def sort(self) -> None:
         """Restore a topological node order after rewrites appended nodes out of place.
 
-        Stable: among the valid orders, the one closest to the current order.
+        Stable: among the valid orders, the lexicographically smallest by current position
+        (each step takes the earliest node whose inputs are all placed).
         """
-        position = {n: k for k, n in enumerate(self.nodes)}
-        deps = nx.DiGraph()
-        deps.add_nodes_from(self._nodes)
-        deps.add_edges_from((i, n) for n in self._nodes for i in n.inputs if i in position)
-        self._nodes = list(nx.lexicographical_topological_sort(deps, key=position.__getitem__))
+        nodes = self.nodes
+        position = {n: k for k, n in enumerate(nodes)}
+        waiting = [0] * len(nodes)  # per node: how many distinct inputs are not placed yet
+        users: list[list[int]] = [[] for _ in nodes]
+        in_order = True
+        for k, n in enumerate(nodes):
+            for p in {position[i] for i in n.inputs if i in position}:
+                users[p].append(k)
+                waiting[k] += 1
+                in_order = in_order and p < k
+        if in_order:
+            return
+        ready = [k for k, w in enumerate(waiting) if not w]  # ascending, so already a heap
+        order = []
+        while ready:
+            k = heapq.heappop(ready)
+            order.append(nodes[k])
+            for u in users[k]:
+                waiting[u] -= 1
+                if not waiting[u]:
+                    heapq.heappush(ready, u)
+        if len(order) != len(nodes):
+            raise ValueError(f"graph {self.name!r} has a cycle")
+        self._nodes = order
 
     def set_outputs(self, outputs: Iterable[Node]) -> None:
         self.outputs = list(outputs)
@@ -198,6 +316,27 @@ class Graph:
         self._names.discard(node.name)
         node.graph = None
         self._removed += 1
+
+    def remove_nodes(self, nodes: Iterable[Node]) -> None:
+        """Delete many nodes at once, each unused or used only by others among them (O(N))."""
+        dead = nodes if isinstance(nodes, set) else set(nodes)
+        outputs = set(self.outputs)
+        touched = set()
+        for node in dead:
+            if node.graph is not self or node.op in INPUT_KINDS:
+                raise AssertionError(f"%{node.name} is not an op node of graph {self.name!r}")
+            if node in outputs or not dead.issuperset(node.users):
+                raise AssertionError(f"cannot remove %{node.name}: it is still used")
+            touched.update(node.inputs)
+        names = self._names
+        for node in dead:
+            names.discard(node.name)
+            node.graph = None
+            node.users = []
+        for value in touched:
+            if value.graph is self:
+                value.users = [u for u in value.users if u.graph is self]
+        self._removed += len(dead)
 
     # ---- views ----------------------------------------------------------------------------------
 
@@ -246,11 +385,43 @@ class Graph:
         return render(self, path)
 
 
-def type_check_key(node: Node) -> tuple:
-    """What a node's type depends on: its inputs, their types, its params (see `verify`)."""
-    return (node.inputs, tuple(i.type for i in node.inputs), node.params, node.type)
+@contextlib.contextmanager
+def collector_paused():
+    """Pause Python's cyclic garbage collector. Tracing, verifying and rewriting a long graph
+    make many objects that live on in the graph; collections would only scan them again and
+    again (a third of verifying a 5,000-step trace). Restores the collector's state after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
-def op_type(op: str, inputs, params) -> TensorType:
-    """The output type of `op` on `inputs`, by the op's own shape rule."""
-    return get_op(op).shape(*(i.type for i in inputs), **params)
+def shares_params(node: Node) -> bool:
+    """True when `node`'s params are the shared mapping of their value (never with a graph)."""
+    return _FROZEN_IDS.get(id(node.params)) is node.params
+
+
+def subgraph_params(node: Node) -> list[Graph]:
+    """The graphs among `node`'s params (a loop's body)."""
+    if shares_params(node):
+        return []
+    return [v for v in node.params.values() if isinstance(v, Graph)]
+
+
+def infer_type(op: str, inputs, params: Mapping) -> TensorType:
+    """The output type of `op` on `inputs` with (frozen) `params`, by the op's own shape rule."""
+    key = (op, id(params), *[id(i.type) for i in inputs])
+    found = _TYPES.get(key)
+    if found is not None:
+        return found[0]
+    types = [i.type for i in inputs]
+    result = get_op(op).shape(*types, **params)
+    if _FROZEN_IDS.get(id(params)) is params:  # shared params never hold a (mutable) body graph
+        if len(_TYPES) >= _CACHE_LIMIT:
+            _clear_caches()
+        result = canonical_type(result)
+        _TYPES[key] = (result, params, types)
+    return result

@@ -21,8 +21,8 @@ import numpy as np
 from .. import pytree
 from ..errors import CompileError
 from ..ops.registry import TensorType
-from ..tensor import Tensor, apply, tracing
-from .graph import Graph, Node
+from ..tensor import Tensor, _as_tensor, apply, tracing
+from .graph import Graph, Node, collector_paused
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,9 +42,19 @@ def user_location() -> str:
 def _user_frame() -> tuple[str, int] | None:
     """(file, line) of the user's code that made the current op (cheap: no source reading)."""
     frame = sys._getframe(2)
-    while frame is not None and _in_package(frame.f_code.co_filename):
+    inside = _INSIDE
+    while frame is not None:
+        code = frame.f_code
+        known = inside.get(id(code))  # (code objects hash their contents, ids are cheap)
+        if known is None or known[0] is not code:
+            known = inside[id(code)] = (code, _in_package(code.co_filename))
+        if not known[1]:
+            return (code.co_filename, frame.f_lineno)
         frame = frame.f_back
-    return None if frame is None else (frame.f_code.co_filename, frame.f_lineno)
+    return None
+
+
+_INSIDE: dict[int, tuple] = {}  # id(code) -> (code, whether it is mytorch's own code)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -56,14 +66,18 @@ class TracerTensor(Tensor):
     """A stand-in Tensor while tracing: shape and dtype only; reading its numbers is an error."""
 
     _abstract = True
+    # The tape fields of a Tensor, as class defaults: a traced op sets only `node`.
+    trainable = True
+    _prev = ()
+    _op = "traced"
+    label = ""
 
     def __init__(self, node: Node):  # noqa: D107 - Tensor.__init__ is deliberately not called
         self.node = node
-        self.trainable = True
-        self._prev = ()
-        self._op = node.op
-        self.label = node.name
-        self._backward = _no_backward
+
+    @staticmethod
+    def _backward() -> None:
+        pass
 
     @classmethod
     def _bind(cls, name: str, args, params) -> Tensor:
@@ -101,10 +115,6 @@ class TracerTensor(Tensor):
 
     def __repr__(self) -> str:
         return f"TracerTensor(%{self.node.name}: {self.node.type})"
-
-
-def _no_backward() -> None:
-    pass
 
 
 @dataclass
@@ -163,8 +173,20 @@ class Tracer:
             self._lifted[id(t)] = node
         return node
 
-    def record(self, op, tensors, params) -> TracerTensor:
-        node = self.graph.add_node(op.name, [self.lift(t) for t in tensors], params)
+    def record(self, op_name: str, args, params) -> TracerTensor:
+        """Record op `op_name` on `args` (stand-ins, concrete tensors or numbers) as a node.
+
+        This runs once per op of the traced program (T times per op of a T-step loop), so the
+        common case is kept short: stand-in inputs, a cached type, a lazily formatted location.
+        """
+        graph = self.graph
+        inputs = []
+        for a in args:
+            if a.__class__ is TracerTensor and a.node.graph is graph:
+                inputs.append(a.node)
+            else:
+                inputs.append(self.lift(a if isinstance(a, Tensor) else _as_tensor(a)))
+        node = graph.add_node(op_name, inputs, params)
         node.loc = _user_frame()
         return TracerTensor(node)
 
@@ -184,7 +206,7 @@ def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> T
         else:
             stand_ins.append(leaf)
     t_args, t_kwargs = pytree.unflatten(spec, stand_ins)
-    with tracing(tracer):
+    with tracing(tracer), collector_paused():
         out = fn(*t_args, **t_kwargs)
         out_leaves, out_spec = pytree.flatten(out)
         outputs, static = [], []

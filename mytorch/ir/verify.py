@@ -4,7 +4,15 @@ then types (every node's type recomputed by its op's shape rule). Runs after tra
 from __future__ import annotations
 
 from ..ops import OPS
-from .graph import Graph, Node, op_type, type_check_key
+from .graph import (
+    CONST,
+    Graph,
+    Node,
+    collector_paused,
+    infer_type,
+    shares_params,
+    subgraph_params,
+)
 
 
 class VerifyError(AssertionError):
@@ -12,90 +20,113 @@ class VerifyError(AssertionError):
 
 
 def verify(graph: Graph) -> Graph:
-    """Check `graph`'s invariants; return it unchanged or raise VerifyError."""
-    defined: set[int] = set()
+    """Check `graph`'s invariants; return it unchanged or raise VerifyError.
+
+    One sweep over the nodes (this runs after tracing and after every pass, on graphs as long as
+    a traced loop): type checks reuse the shape-rule cache of `infer_type`.
+    """
+    with collector_paused():
+        return _verify(graph)
+
+
+def _verify(graph: Graph) -> Graph:
     names: set[str] = set()
+    defined: set[Node] = set()
     for node in graph.inputs:
-        _check_name(node, names, graph, f"input %{node.name}")
+        _check_name(node, names, graph, lambda n=node: f"input %{n.name}")
         if node.inputs:
             raise VerifyError(f"input %{node.name} has inputs")
-        defined.add(id(node))
+        defined.add(node)
+    uses: dict[Node, list[Node]] = {}  # value -> the nodes reading it, once per read
     for index, node in enumerate(graph.nodes):
-        where = f"node {index} (%{node.name} = {node.op})"
-        _check_name(node, names, graph, where)
-        if node.graph is not graph:
-            raise VerifyError(f"{where} belongs to another graph")
-        if not node.is_const and node.op not in OPS:
-            raise VerifyError(f"{where}: unknown op {node.op!r}")
-        for i in node.inputs:
-            if id(i) not in defined:
-                raise VerifyError(f"{where} uses %{i.name} before its definition")
-        _check_type(node, where)
-        defined.add(id(node))
+        name = node.name
+        if name in names or node.graph is not graph or node.op not in OPS:
+            _check_node(graph, index, node, names)
+        names.add(name)
+        if node.op == CONST:
+            _check_const(node, index)
+        else:
+            for i in node.inputs:
+                if i not in defined:
+                    raise VerifyError(f"{_where(index, node)} uses %{i.name} before its definition")
+                readers = uses.get(i)
+                if readers is None:
+                    uses[i] = [node]
+                else:
+                    readers.append(node)
+            try:
+                expected = infer_type(node.op, node.inputs, node.params)
+            except (ValueError, TypeError, IndexError) as e:
+                raise VerifyError(
+                    f"{_where(index, node)}: {_operands(node)} are invalid: {e}"
+                ) from e
+            if expected is not node.type and expected != node.type:
+                raise VerifyError(
+                    f"{_where(index, node)}: recorded type {node.type}, but its shape rule gives "
+                    f"{expected} for {_operands(node)}"
+                )
+            if node.params and not shares_params(node):
+                for body in subgraph_params(node):
+                    try:
+                        _verify(body)
+                    except VerifyError as e:
+                        raise VerifyError(f"{_where(index, node)}: in its body: {e}") from e
+        defined.add(node)
     for o in graph.outputs:
-        if id(o) not in defined:
+        if o not in defined:
             raise VerifyError(f"output %{o.name} is not defined in the graph")
-    _check_users(graph)
+    _check_users(graph, uses)
     return graph
 
 
-def _check_users(graph: Graph) -> None:
+def _where(index: int, node: Node) -> str:
+    return f"node {index} (%{node.name} = {node.op})"
+
+
+def _check_node(graph: Graph, index: int, node: Node, names: set[str]) -> None:
+    """The error for a node that is named twice, belongs to another graph or has no op."""
+    where = _where(index, node)
+    _check_name(node, names, graph, lambda: where)
+    if node.graph is not graph:
+        raise VerifyError(f"{where} belongs to another graph")
+    if node.op != CONST:
+        raise VerifyError(f"{where}: unknown op {node.op!r}")
+
+
+def _check_users(graph: Graph, uses: dict[Node, list[Node]]) -> None:
     """Every value's `users` lists exactly the nodes that take it as an input (with repeats)."""
-    uses: dict[Node, int] = {v: 0 for v in graph.all_values()}
-    for node in graph.nodes:
-        for i in node.inputs:
-            uses[i] += 1
-    for value, count in uses.items():
-        stale = [u for u in value.users if u.graph is not graph or value not in u.inputs]
-        if stale or len(value.users) != count:
-            raise VerifyError(
-                f"%{value.name}: its users list is out of step with the graph "
-                f"({len(value.users)} listed, {count} uses; stale: {[u.name for u in stale]})"
-            )
+    for value in graph.all_values():
+        users = value.users
+        readers = uses.get(value, [])
+        if users == readers:  # in the same order: so it is as nodes are appended
+            continue
+        if len(users) == len(readers):  # in another order (after rewrites)
+            for u in users:
+                if u.graph is not graph or value not in u.inputs:
+                    break
+            else:
+                continue
+        stale = [u for u in users if u.graph is not graph or value not in u.inputs]
+        raise VerifyError(
+            f"%{value.name}: its users list is out of step with the graph "
+            f"({len(users)} listed, {len(readers)} uses; stale: {[u.name for u in stale]})"
+        )
 
 
-def _check_name(node: Node, names: set[str], graph: Graph, where: str) -> None:
+def _check_name(node: Node, names: set[str], graph: Graph, where) -> None:
     if node.name in names:
         raise VerifyError(
-            f"{where}: %{node.name} is assigned more than once in graph {graph.name!r}"
+            f"{where()}: %{node.name} is assigned more than once in graph {graph.name!r}"
         )
     names.add(node.name)
 
 
-def _check_type(node: Node, where: str) -> None:
-    if node.is_const:
-        if tuple(node.value.shape) != node.type.shape or node.value.dtype != node.type.dtype:
-            raise VerifyError(
-                f"{where}: value is {node.value.dtype}{list(node.value.shape)}, "
-                f"recorded type is {node.type}"
-            )
-        return
-    # A node whose inputs, their types, params and type are as when last checked is still right:
-    # re-verifying after a pass only re-derives the types of what the pass touched.
-    key = type_check_key(node)
-    if node.checked is not None and _same(node.checked, key):
-        return
-    try:
-        expected = op_type(node.op, node.inputs, node.params)
-    except (ValueError, TypeError, IndexError) as e:
-        raise VerifyError(f"{where}: {_operands(node)} are invalid: {e}") from e
-    if expected != node.type:
+def _check_const(node: Node, index: int) -> None:
+    if tuple(node.value.shape) != node.type.shape or node.value.dtype != node.type.dtype:
         raise VerifyError(
-            f"{where}: recorded type {node.type}, but its shape rule gives {expected} "
-            f"for {_operands(node)}"
+            f"{_where(index, node)}: value is {node.value.dtype}{list(node.value.shape)}, "
+            f"recorded type is {node.type}"
         )
-    node.checked = key
-
-
-def _same(old: tuple, new: tuple) -> bool:
-    inputs, types, params, type_ = old
-    return (
-        len(inputs) == len(new[0])
-        and all(a is b for a, b in zip(inputs, new[0], strict=True))
-        and types == new[1]
-        and params is new[2]
-        and type_ == new[3]
-    )
 
 
 def _operands(node: Node) -> str:

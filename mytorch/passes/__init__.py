@@ -8,8 +8,10 @@ from . import (  # noqa: F401  (each module registers its pass)
     fuse_rnn_cell,
     hoist_input_projection,
     reroll,
+    roll,
     simplify,
     split_concat,
+    unroll,
 )
 from .base import PIPELINES, PassManager, PassResult, add_pass, register_pass, resolve_pipeline
 

@@ -30,7 +30,7 @@ def batch_steps(graph: Graph) -> PassResult:
     for stack in list(graph.nodes):
         if stack.op != "stack" or stack.graph is not graph or stack.params["dim"] != 0:
             continue
-        batched = _batch(graph, stack)
+        batched = batch_stack(graph, stack)
         if batched is not None:
             replace(graph, stack, batched)
             changed = True
@@ -39,19 +39,24 @@ def batch_steps(graph: Graph) -> PassResult:
     return PassResult(graph, changed)
 
 
-def _batch(graph: Graph, stack: Node) -> Node | None:
+def batch_stack(graph: Graph, stack: Node, states: dict | None = None) -> Node | None:
+    """The batched value of `stack` (added just before it), or None (and a remark why not).
+
+    `states` maps values to (xs, t) when they are xs[t] without being slices (yet): `roll`
+    batches the per-step work on a loop's states before it makes loop[t] for each of them.
+    """
     steps = list(stack.inputs)
     if len(steps) < 2:
         remark(PATTERN, stack, False, "fewer than 2 steps")
         return None
-    plan = _unify(steps)
+    plan = _unify(steps, states or {})
     if isinstance(plan, str):
         remark(PATTERN, stack, False, plan)
         return None
     if plan[0] == "shared":
         remark(PATTERN, stack, False, "every step is the same value")
         return None
-    result = _build(graph, plan)
+    result = _build(graph, plan, stack)
     if result.type != stack.type:  # a guard: the rules above should make this impossible
         prune(graph, [result])
         remark(PATTERN, stack, False, f"batched type {result.type} is not {stack.type}")
@@ -60,14 +65,23 @@ def _batch(graph: Graph, stack: Node) -> Node | None:
     return result
 
 
-def _unify(nodes: list[Node]):
+def _slice(node: Node, states: dict) -> tuple[Node | None, int | None]:
+    """(xs, t) when `node` is xs[t], else (None, None)."""
+    t = step_index(node)
+    if t is not None:
+        return node.inputs[0], t
+    return states.get(node, (None, None))
+
+
+def _unify(nodes: list[Node], states: dict):
     """A plan: ("shared", node) | ("steps", source) | ("op", node, [input plans]), or a reason."""
     first = nodes[0]
     if all(n is first for n in nodes):
         return ("shared", first)
-    if all(step_index(n) == t for t, n in enumerate(nodes)):
-        source = first.inputs[0]
-        if all(n.inputs[0] is source for n in nodes) and source.shape[0] == len(nodes):
+    slices = [_slice(n, states) for n in nodes]
+    if all(t == k for k, (_, t) in enumerate(slices)):
+        source = slices[0][0]
+        if all(s is source for s, _ in slices) and source.shape[0] == len(nodes):
             return ("steps", source)
         return "the steps slice different tensors, or not all of one"
     if any(n.op != first.op or n.params != first.params or n.is_input for n in nodes):
@@ -76,7 +90,7 @@ def _unify(nodes: list[Node]):
         return f"the steps differ at %{first.name} ({first.op})"
     inputs = []
     for k in range(len(first.inputs)):
-        sub = _unify([n.inputs[k] for n in nodes])
+        sub = _unify([n.inputs[k] for n in nodes], states)
         if isinstance(sub, str):
             return sub
         inputs.append(sub)
@@ -102,7 +116,7 @@ def _unify(nodes: list[Node]):
     return f"{first.op} is not known to batch over a leading steps dim"
 
 
-def _build(graph: Graph, plan) -> Node:
+def _build(graph: Graph, plan, before: Node) -> Node:
     kind = plan[0]
     if kind in ("shared", "steps"):
         return plan[1]
@@ -110,4 +124,6 @@ def _build(graph: Graph, plan) -> Node:
     params = dict(node.params)
     if node.op in ("softmax", "log_softmax"):
         params["dim"] += 1
-    return graph.add_node(node.op, [_build(graph, p) for p in inputs], params)
+    return graph.add_node(
+        node.op, [_build(graph, p, before) for p in inputs], params, before=before
+    )

@@ -10,7 +10,7 @@ from ..ir.graph import Graph
 from ..ir.interpreter import evaluate
 from ..ops import get_op
 from .base import PassResult, register_pass
-from .rewrite import replace
+from .rewrite import replace, subgraphs
 
 # Folding must not turn a cheap broadcast of a scalar into a large stored array.
 MAX_FOLDED_ELEMENTS = 1 << 16
@@ -18,6 +18,13 @@ MAX_FOLDED_ELEMENTS = 1 << 16
 
 @register_pass("const_fold")
 def const_fold(graph: Graph) -> PassResult:
+    changed = False
+    for g, _ in subgraphs(graph):
+        changed |= _fold(g)
+    return PassResult(graph, changed)
+
+
+def _fold(graph: Graph) -> bool:
     changed = False
     for node in list(graph.nodes):
         if node.graph is not graph or node.is_const or not node.inputs:
@@ -31,4 +38,4 @@ def const_fold(graph: Graph) -> PassResult:
         changed = True
     if changed:
         graph.sort()
-    return PassResult(graph, changed)
+    return changed

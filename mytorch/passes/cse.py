@@ -6,11 +6,18 @@ from __future__ import annotations
 from ..ir.graph import Graph, Node
 from ..ops import get_op
 from .base import PassResult, register_pass
-from .rewrite import replace
+from .rewrite import replace, subgraphs
 
 
 @register_pass("cse")
 def cse(graph: Graph) -> PassResult:
+    changed = False
+    for g, _ in subgraphs(graph):
+        changed |= _merge(g)
+    return PassResult(graph, changed)
+
+
+def _merge(graph: Graph) -> bool:
     seen: dict = {}
     changed = False
     for node in list(graph.nodes):
@@ -21,7 +28,7 @@ def cse(graph: Graph) -> PassResult:
         if first is not node:
             replace(graph, node, first)
             changed = True
-    return PassResult(graph, changed)
+    return changed
 
 
 def _key(node: Node):

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-import networkx as nx
-
 from ..ir.graph import Graph
 from .base import PassResult, register_pass
-from .rewrite import is_pure
+from .rewrite import is_pure, subgraphs
 
 
 @register_pass("dce")
 def dce(graph: Graph) -> PassResult:
-    deps = graph.to_networkx()
-    sink = object()  # one traversal from every root at once
-    deps.add_edges_from((root, sink) for root in graph.outputs)
-    deps.add_edges_from((n, sink) for n in graph.nodes if not is_pure(n))
-    live = nx.ancestors(deps, sink) if sink in deps else set()
-    dead = [n for n in graph.nodes if n not in live]
-    for node in reversed(dead):  # users before their inputs
-        graph.remove_node(node)
-    return PassResult(graph, bool(dead))
+    changed = False
+    for g, _ in subgraphs(graph):
+        changed |= _dce(g)
+    return PassResult(graph, changed)
+
+
+def _dce(graph: Graph) -> bool:
+    # Users come after their inputs, so one backward sweep sees every user of a node first.
+    live = set(graph.outputs)
+    dead = []
+    for node in reversed(graph.nodes):
+        if node in live or not is_pure(node):
+            live.update(node.inputs)
+        else:
+            dead.append(node)
+    graph.remove_nodes(dead)
+    return bool(dead)

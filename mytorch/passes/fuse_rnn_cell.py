@@ -13,19 +13,27 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from .base import PassResult, register_pass, remark
-from .rewrite import replace
+from .rewrite import replace, subgraphs
 
 PATTERN = "fuse_rnn_cell: products + bias -> tanh/relu"
 
 
 @register_pass("fuse_rnn_cell")
 def fuse_rnn_cell(graph: Graph) -> PassResult:
+    changed = False
+    for g, state in subgraphs(graph):
+        changed |= _fuse(g, state)
+    return PassResult(graph, changed)
+
+
+def _fuse(graph: Graph, state: Node | None) -> bool:
+    """Fuse every cell of `graph`; in a loop body, `state` is the loop's state input."""
     shared: dict = {}  # memoized transposes and bias sums, shared by every step
     changed = False
     for act in list(graph.nodes):
         if act.op not in ("tanh", "relu") or act.graph is not graph:
             continue
-        match = _match(graph, act, shared)
+        match = _match(graph, act, shared, state)
         if isinstance(match, str):
             remark(PATTERN, act, False, match)
             continue
@@ -35,10 +43,10 @@ def fuse_rnn_cell(graph: Graph) -> PassResult:
     changed |= _orient_first_cells(graph)
     if changed:
         graph.sort()
-    return PassResult(graph, changed)
+    return changed
 
 
-def _match(graph: Graph, act: Node, shared: dict) -> Node | str:
+def _match(graph: Graph, act: Node, shared: dict, state: Node | None) -> Node | str:
     """The fused rnn_cell (added to the graph) when the pattern holds at `act`, else why not."""
     pre = act.inputs[0]
     if pre.op != "add":
@@ -59,9 +67,9 @@ def _match(graph: Graph, act: Node, shared: dict) -> Node | str:
             return f"term %{b.name} of shape {tuple(b.shape)} is not a ({hidden},) bias"
     if len({t.dtype for t in terms}) != 1:
         return "the terms have different dtypes"
-    # The recurrent product goes second, as h: its left operand is an earlier cell, or at least
-    # has the hidden size (its weight is square).
-    if _recurrent_rank(products[0], hidden) > _recurrent_rank(products[1], hidden):
+    # The recurrent product goes second, as h: its left operand is the loop's state or an earlier
+    # cell, or at least has the hidden size (its weight is square).
+    if _recurrent_rank(products[0], hidden, state) > _recurrent_rank(products[1], hidden, state):
         products.reverse()
     (x, x_w), (h, h_w) = (p.inputs for p in products)
     if x.shape[0] != h.shape[0] or act.shape != (x.shape[0], hidden):
@@ -73,10 +81,11 @@ def _match(graph: Graph, act: Node, shared: dict) -> Node | str:
     return graph.add_node("rnn_cell", [x, h, w_ih, w_hh, bias], {"nonlinearity": act.op})
 
 
-def _recurrent_rank(product: Node, hidden: int) -> int:
-    """How surely this product is the recurrent one: 2 from an earlier cell, 1 if shaped like it."""
+def _recurrent_rank(product: Node, hidden: int, state: Node | None) -> int:
+    """How surely this product is the recurrent one: 2 from the state or an earlier cell, 1 if
+    shaped like it."""
     left = product.inputs[0]
-    if left.op == "rnn_cell":
+    if left is state or left.op == "rnn_cell":
         return 2
     return 1 if left.shape[-1] == hidden else 0
 

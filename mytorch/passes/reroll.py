@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..ir.graph import Graph, Node
 from .base import PassResult, register_pass, remark
 from .chains import cell_chains
-from .rewrite import prune, stacked_source, step_index
+from .rewrite import prune, rnn_step_body, stacked_source, step_index
 
 PATTERN = "reroll: chain of rnn_steps"
 
@@ -48,7 +48,8 @@ def _rerollable(chain: list[Node]) -> bool:
 def _reroll(graph: Graph, chain: list[Node]) -> None:
     first = chain[0]
     projected, h0, w_hh = first.inputs[0].inputs[0], first.inputs[1], first.inputs[2]
-    loop = graph.add_node("loop", [projected, h0, w_hh], {"body": _body(first)})
+    body = rnn_step_body(projected, h0, w_hh, first.params["nonlinearity"])
+    loop = graph.add_node("loop", [projected, h0, w_hh], {"body": body})
     in_chain = set(chain)
     slices = []
     for t, step in enumerate(chain):
@@ -63,18 +64,6 @@ def _reroll(graph: Graph, chain: list[Node]) -> None:
             slices.append(state)
     prune(graph, [chain[-1]])
     _collapse_stacks(graph, loop, slices)
-
-
-def _body(step: Node) -> Graph:
-    """The one-step graph: (x_t, h, w_hh) -> rnn_step(x_t, h, w_hh)."""
-    body = Graph("body")
-    xw, h, w_hh = (
-        body.add_input(name, v.type)
-        for name, v in zip(("x", "h", "w_hh"), step.inputs, strict=True)
-    )
-    out = body.add_node("rnn_step", [xw, h, w_hh], dict(step.params))
-    body.set_outputs([out])
-    return body
 
 
 def _collapse_stacks(graph: Graph, loop: Node, slices: list[Node]) -> None:

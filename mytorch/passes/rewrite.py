@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import Graph, Node
+from ..ir.graph import CONST, INPUT_KINDS, Graph, Node
 from ..ops import get_op
+from ..ops.registry import TensorType
 from ..ops.shape import Slice
 
 ALL = Slice(None, None, None)
@@ -13,7 +14,10 @@ ALL = Slice(None, None, None)
 
 def is_pure(node: Node) -> bool:
     """Constants and pure ops; inputs and random ops are never removed or merged."""
-    return node.is_const or (not node.is_input and get_op(node.op).pure)
+    op = node.op
+    if op == CONST:
+        return True
+    return op not in INPUT_KINDS and get_op(op).pure
 
 
 def const_equals(node: Node, value: float) -> bool:
@@ -23,14 +27,21 @@ def const_equals(node: Node, value: float) -> bool:
 
 def prune(graph: Graph, nodes) -> None:
     """Remove the given nodes, and then their inputs, as far as they became unused and pure."""
+    dead: set[Node] = set()
+    outputs = set(graph.outputs)
     stack = list(nodes)
-    while stack:
+    while stack:  # a node's inputs are looked at again whenever it dies
         node = stack.pop()
-        if node.graph is graph and not node.users and node not in graph.outputs and is_pure(node):
-            if node.is_input:
-                continue
-            graph.remove_node(node)
+        if (
+            node not in dead
+            and node.graph is graph
+            and node not in outputs
+            and is_pure(node)
+            and all(u in dead for u in node.users)
+        ):
+            dead.add(node)
             stack.extend(node.inputs)
+    graph.remove_nodes(dead)
 
 
 def replace(graph: Graph, old: Node, new: Node) -> None:
@@ -61,3 +72,66 @@ def stacked_source(steps) -> Node | None:
         if step_index(node) != t or node.inputs[0] is not source:
             return None
     return source
+
+
+def subgraphs(graph: Graph) -> list[tuple[Graph, Node | None]]:
+    """`graph` and every loop body in it, each with its state input (None for `graph` itself).
+
+    Local rewrites (simplify, CSE, fusions) apply inside loop bodies too: once `roll` has run,
+    the body is where a loop's per-step work is.
+    """
+    out: list[tuple[Graph, Node | None]] = [(graph, None)]
+    k = 0
+    while k < len(out):
+        for node in out[k][0].nodes:
+            if node.op == "loop":
+                body = node.params["body"]
+                out.append((body, body.inputs[node.params.get("sequences", 1)]))
+        k += 1
+    return out
+
+
+def is_forward_loop(node: Node) -> bool:
+    """A loop over one sequence, first step first: loop(xs, h0, *invariants)."""
+    return (
+        node.op == "loop"
+        and node.params.get("sequences", 1) == 1
+        and not node.params.get("reverse", False)
+    )
+
+
+def rnn_step_body(xs: Node, h: Node, w_hh: Node, nonlinearity: str) -> Graph:
+    """The body of a loop over `xs` from state `h`: (x, h, w_hh) -> rnn_step(x, h, w_hh)."""
+    body = Graph("body")
+    x_type = TensorType(tuple(xs.shape[1:]), xs.dtype)
+    names, types = ("x", "h", "w_hh"), (x_type, h.type, w_hh.type)
+    inputs = [body.add_input(n, t) for n, t in zip(names, types, strict=True)]
+    body.set_outputs([body.add_node("rnn_step", inputs, {"nonlinearity": nonlinearity})])
+    return body
+
+
+def hoist_out(graph: Graph, loop: Node, value: Node, before: Node) -> Node | None:
+    """`value`, computed in forward `loop`'s body from the loop's invariants only, computed
+    outside it (placed before `before`); None when it depends on the step's input or state."""
+    assert is_forward_loop(loop)
+    body = loop.params["body"]
+    made: dict[Node, Node] = {
+        i: outer for i, outer in zip(body.inputs[2:], loop.inputs[2:], strict=True)
+    }
+    pending = [(value, False)]
+    while pending:  # inputs first, without recursion
+        node, ready = pending.pop()
+        if node in made:
+            continue
+        if node.is_input or not is_pure(node):  # the step's input or state, or a draw per step
+            return None
+        if node.is_const:
+            made[node] = graph.add_const(node.value, before=before)
+        elif ready:
+            made[node] = graph.add_node(
+                node.op, [made[i] for i in node.inputs], node.params, before=before
+            )
+        else:
+            pending.append((node, True))
+            pending.extend((i, False) for i in node.inputs if i not in made)
+    return made[value]

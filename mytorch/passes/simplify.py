@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..ir.graph import Graph, Node
 from ..ops.shape import Slice
 from .base import PassResult, register_pass
-from .rewrite import const_equals, replace, stacked_source
+from .rewrite import const_equals, replace, stacked_source, subgraphs
 
 _IDENTITY_OPERAND = {  # op -> (identity constant, operand positions where it may stand)
     "add": (0, (0, 1)),
@@ -27,6 +27,13 @@ _IDENTITY_OPERAND = {  # op -> (identity constant, operand positions where it ma
 @register_pass("simplify")
 def simplify(graph: Graph) -> PassResult:
     changed = False
+    for g, _ in subgraphs(graph):
+        changed |= _simplify(g)
+    return PassResult(graph, changed)
+
+
+def _simplify(graph: Graph) -> bool:
+    changed = False
     for node in list(graph.nodes):
         if node.graph is not graph:  # removed by an earlier rewrite in this sweep
             continue
@@ -36,7 +43,7 @@ def simplify(graph: Graph) -> PassResult:
             changed = True
     if changed:
         graph.sort()
-    return PassResult(graph, changed)
+    return changed
 
 
 def _rewrite(graph: Graph, node: Node) -> Node | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..ir.graph import Graph, Node
 from ..ops.shape import Slice
 from .base import PassResult, register_pass, remark
-from .rewrite import replace
+from .rewrite import replace, subgraphs
 
 PATTERN = "split_concat: cat -> matmul"
 ALL = Slice(None, None, None)
@@ -19,6 +19,13 @@ ALL = Slice(None, None, None)
 
 @register_pass("split_concat")
 def split_concat(graph: Graph) -> PassResult:
+    changed = False
+    for g, _ in subgraphs(graph):
+        changed |= _split_all(g)
+    return PassResult(graph, changed)
+
+
+def _split_all(graph: Graph) -> bool:
     slices: dict = {}  # (weight, start, stop) -> slice node, shared by every step
     changed = False
     for cat in list(graph.nodes):
@@ -29,7 +36,7 @@ def split_concat(graph: Graph) -> PassResult:
         changed = True
     if changed:
         graph.sort()
-    return PassResult(graph, changed)
+    return changed
 
 
 def _matches(graph: Graph, cat: Node) -> bool:

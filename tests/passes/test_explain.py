@@ -66,10 +66,24 @@ def test_the_tutorial_step_reports_its_fusions_and_the_single_cell(tutorial_step
     assert "rnn_cell x1" in report and "cat x" not in report.split("optimized graph")[1]
 
 
-def test_a_loop_reports_hoisting_and_rerolling_with_the_step_count():
+def test_a_loop_reports_rolling_with_the_step_count_and_the_fusions_in_its_body():
     mytorch.manual_seed(0)
     loop = tutorial_loop(RNN(12, 4, 3))
     report = str(mytorch.explain(loop, mytorch.randn(5, 1, 12), mytorch.zeros(1, 4)))
+    assert "roll: a loop's identical steps: fired 1 of" in report
+    assert "%tanh0: fired (5 steps)" in fusion_lines(report)
+    # The passes after `roll` see one step: the loop's body.
+    assert "split_concat: cat -> matmul: fired 1 of 1 candidates" in report
+    assert "fuse_rnn_cell: products + bias -> tanh/relu: fired 1 of 1 candidates" in report
+    assert "hoist_input_projection: loop over an rnn_cell: fired 1 of 1 candidates" in report
+    assert "loop x1" in report
+
+
+def test_without_roll_the_unrolled_steps_are_fused_hoisted_and_rerolled():
+    mytorch.manual_seed(0)
+    loop = tutorial_loop(RNN(12, 4, 3))
+    passes = [name for name in PIPELINES["default"] if name != "roll"]
+    report = str(mytorch.explain(loop, mytorch.randn(5, 1, 12), mytorch.zeros(1, 4), passes=passes))
     assert "split_concat: cat -> matmul: fired 5 of 5 candidates" in report
     assert "fuse_rnn_cell: products + bias -> tanh/relu: fired 5 of 5 candidates" in report
     assert "%rnn_cell0: fired (5 steps)" in fusion_lines(report)
@@ -141,14 +155,14 @@ def test_dump_writes_every_stage_and_the_explanation(tmp_path, tutorial_step):
         out, h_last = fn(xs, h)
     folder = tmp_path / "run_sequence-0"
     expected = stage_files(PIPELINES["default"])
-    assert expected[1] == "001_simplify.txt" and expected[-1].endswith("_dce.txt")
+    assert expected[1] == "001_roll.txt" and expected[-1].endswith("_dce.txt")
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected + ["explain.txt"])
     assert (folder / "000_trace.txt").read_text() == str(mytorch.trace(loop, xs, h)) + "\n"
     assert (folder / expected[-1]).read_text() == str(fn.graph) + "\n"
     explanation = (folder / "explain.txt").read_text()
     assert explanation.startswith("explain: run_sequence(xs: f32[3,1,12], h: f32[1,4])")
     assert [name for name, *_ in pass_table(explanation)] == PIPELINES["default"]
-    assert "%rnn_step0: fired (3 steps)" in fusion_lines(explanation)
+    assert "%tanh0: fired (3 steps)" in fusion_lines(explanation)
     # Dumping changes nothing about the results.
     ref_out, ref_h = loop(xs, h)
     np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)

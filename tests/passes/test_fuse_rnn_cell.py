@@ -258,3 +258,27 @@ def test_the_recurrent_product_may_come_first():
     (fused,) = result.graph.nodes
     assert fused.op == "rnn_cell"
     assert [i.name for i in fused.inputs] == ["x", "h", "wx", "wh", "b"]
+
+
+def test_in_a_loop_body_the_product_of_the_state_is_the_recurrent_one():
+    # Both weights are square, so only the loop tells which operand is the state: its input h.
+    result = check_values(
+        "fuse_rnn_cell",
+        """
+        graph(%xs: f32[3,2,4], %h0: f32[2,4], %wx: f32[4,4] param, %wh: f32[4,4] param) {
+          %loop0 = loop(%xs, %h0, %wx, %wh) : f32[3,2,4] graph(%x: f32[2,4], %h: f32[2,4], %wx: f32[4,4], %wh: f32[4,4]) {
+            %transpose0 = transpose(%wh) {d0=0, d1=1} : f32[4,4]
+            %matmul0 = matmul(%h, %transpose0) : f32[2,4]
+            %transpose1 = transpose(%wx) {d0=0, d1=1} : f32[4,4]
+            %matmul1 = matmul(%x, %transpose1) : f32[2,4]
+            %add0 = add(%matmul0, %matmul1) : f32[2,4]
+            %tanh0 = tanh(%add0) : f32[2,4]
+            return (%tanh0)
+          }
+          return (%loop0)
+        }
+        """,  # noqa: E501
+    )
+    (loop,) = result.graph.nodes
+    (cell,) = [n for n in loop.params["body"].nodes if n.op == "rnn_cell"]
+    assert [i.name for i in cell.inputs[:2]] == ["x", "h"]

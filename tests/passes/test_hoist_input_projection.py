@@ -124,3 +124,51 @@ def test_cells_that_cannot_be_hoisted_are_kept_and_say_why(case):
     text, remarks = NEGATIVE[case]
     check_pass("hoist_input_projection", text)
     assert remarks_of("hoist_input_projection", text) == remarks
+
+
+LOOP = """
+graph(%xs: f32[3,2,3], %h: f32[2,4], %w: f32[4,7] param, %b: f32[4] param) {
+  %loop0 = loop(%xs, %h, %w, %b) : f32[3,2,4] graph(%x: f32[2,3], %h: f32[2,4], %w: f32[4,7], %b: f32[4]) {
+    %getitem0 = getitem(%w) {index=[:, 0:3]} : f32[4,3]
+    %getitem1 = getitem(%w) {index=[:, 3:7]} : f32[4,4]
+    %rnn_cell0 = rnn_cell(%x, %h, %getitem0, %getitem1, %b) {nonlinearity='tanh'} : f32[2,4]
+    return (%rnn_cell0)
+  }
+  return (%loop0)
+}
+"""  # noqa: E501
+
+
+def test_a_loop_over_an_rnn_cell_projects_the_sequence_before_it():
+    # What `roll` and `fuse_rnn_cell` make of the tutorial loop: the weights are computed in
+    # the body from its invariants only, so they move out with the input projection.
+    check_pass(
+        "hoist_input_projection",
+        LOOP,
+        """
+        graph(%xs: f32[3,2,3], %h: f32[2,4], %w: f32[4,7] param, %b: f32[4] param) {
+          %getitem0 = getitem(%w) {index=[:, 0:3]} : f32[4,3]
+          %getitem1 = getitem(%w) {index=[:, 3:7]} : f32[4,4]
+          %transpose0 = transpose(%getitem0) {d0=0, d1=1} : f32[3,4]
+          %matmul0 = matmul(%xs, %transpose0) : f32[3,2,4]
+          %add0 = add(%matmul0, %b) : f32[3,2,4]
+          %loop1 = loop(%add0, %h, %getitem1) : f32[3,2,4] graph(%x: f32[2,4], %h: f32[2,4], %w_hh: f32[4,4]) {
+            %rnn_step0 = rnn_step(%x, %h, %w_hh) {nonlinearity='tanh'} : f32[2,4]
+            return (%rnn_step0)
+          }
+          return (%loop1)
+        }
+        """,  # noqa: E501
+    )
+    assert remarks_of("hoist_input_projection", LOOP) == [("%loop0", True, "")]
+
+
+def test_a_loop_whose_cell_reads_more_than_the_step_input_is_kept():
+    text = LOOP.replace(
+        "%rnn_cell0 = rnn_cell(%x, %h,",
+        "%neg0 = neg(%x) : f32[2,3]\n    %rnn_cell0 = rnn_cell(%neg0, %h,",
+    )
+    check_pass("hoist_input_projection", text)
+    assert remarks_of("hoist_input_projection", text) == [
+        ("%loop0", False, "the cell does not read the step's x and h")
+    ]

@@ -58,7 +58,7 @@ def scratch_passes():
 def test_the_default_pipeline_runs_the_designed_passes_in_order_and_none_is_empty():
     default = PIPELINES["default"]
     assert [name for name in default if name in DESIGN_ORDER] == DESIGN_ORDER
-    assert default[0] == "simplify" and default[-1] == "dce"
+    assert default[0] == "roll" and default[-1] == "dce"
     assert [name for name, _ in resolve_pipeline("default")] == default
     assert all(callable(PASSES[name]) for name in default)
     assert PIPELINES["none"] == []
