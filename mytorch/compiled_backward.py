@@ -16,7 +16,7 @@ import numpy as np
 
 from .ir.autodiff import clone, derive_backward
 from .ir.graph import Graph
-from .tensor import Tensor
+from .tensor import Tensor, wrap
 
 
 class CompiledBackward:
@@ -54,11 +54,12 @@ class CompiledBackward:
         self.forward_runner = build(saving)
         self.backward_runner = build(self.graph)
         self._zeros = [np.zeros(o.shape, o.dtype) for o in forward.outputs]
+        self._scalar = np.zeros(())  # the joint node's value (never written)
 
     def run(self, sources: list[Tensor], arrays: list) -> list[Tensor]:
         """Run the forward; its float outputs' `.backward()` reaches the trainable `sources`."""
         results = self.forward_runner(arrays)
-        outputs = [Tensor._from_op(o, (), "compiled") for o in results[: self.num_outputs]]
+        outputs = [wrap(o, "compiled") for o in results[: self.num_outputs]]
         feeds = [
             arrays[k] if kind == "input" else results[k] if kind == "output" else k
             for kind, k in self._feeds
@@ -68,7 +69,8 @@ class CompiledBackward:
 
     def _attach(self, sources: list[Tensor], feeds: list, outputs: list[Tensor]) -> None:
         cotangents: list = [None] * len(outputs)
-        joint = Tensor._from_op(np.zeros(()), tuple(t for t in sources if t.trainable), "compiled")
+        joint = wrap(self._scalar, "compiled")  # the tape node all outputs lead to
+        joint._prev, joint.trainable = tuple(t for t in sources if t.trainable), True
         kinds = [kind for kind, _ in self._feeds]
 
         def joint_backward():

@@ -10,6 +10,7 @@ call the runner. What cannot be traced or built falls back to eager with a warni
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 import warnings
@@ -26,7 +27,9 @@ from .ir.verify import verify
 from .passes import PassManager, resolve_pipeline
 from .passes.report import Explanation
 from .plugins import get_backend
-from .tensor import Tensor, is_grad_enabled, is_tracing
+from .tensor import Tensor, is_grad_enabled, is_tracing, wrap
+
+_eager = importlib.import_module(".tensor", __package__)  # its module state, read per call
 
 
 def trace(model_or_fn, *example_inputs) -> Graph:
@@ -124,9 +127,17 @@ class _Compiled:
     graph: Graph
     runner: object
     artifacts: object  # backend extras: llvm_ir, asm
+    train_mode: bool | None  # the module's training flag it was built for
+    grad_enabled: bool
     dump: _DumpWriter | None = None
     # per tuple of input positions needing gradients: its training build, or why there is none
     training: dict = field(default_factory=dict)
+    # The fast call (backends whose runner has `fast_call`, tensor-only calls): the call's
+    # tensors in, the output arrays out, or an int when it does not take the call; and output
+    # arrays -> the result.
+    simple_args: int | None = None
+    bound: object = None
+    finish: object = None
 
 
 class CompiledFunction:
@@ -143,6 +154,7 @@ class CompiledFunction:
         self._warned: set[str] = set()
         self._last: _Compiled | None = None
         self._last_training: CompiledBackward | None = None
+        self._fast: _Compiled | None = None  # the last signature, when it has a fast call
         if not isinstance(fn, type) and hasattr(fn, "__name__"):
             functools.update_wrapper(self, fn, updated=())
 
@@ -169,10 +181,28 @@ class CompiledFunction:
     # ---- calling ---------------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
+        # The fast path: the last signature again, called with tensors only. Its bound call
+        # checks every array (and that nothing is trainable, when gradients are on) in native
+        # code; whatever it does not take comes back as an int, for the general path.
+        fast = self._fast
+        if (
+            fast is not None
+            and not kwargs
+            and _eager._tracer is None
+            and fast.grad_enabled == _eager._grad_enabled
+            and fast.train_mode == getattr(self._fn, "training", None)
+        ):
+            outs = fast.bound(*args)
+            if type(outs) is tuple:
+                return fast.finish(outs)
+        return self._call(args, kwargs)
+
+    def _call(self, args, kwargs):
         if is_tracing():  # called from a function being traced: trace straight through it
             return self._fn(*args, **kwargs)
         mode = (_training(self._fn), is_grad_enabled())
-        if not kwargs and all(isinstance(a, Tensor) for a in args):  # the common case, kept lean
+        simple = not kwargs and all(isinstance(a, Tensor) for a in args)
+        if simple:  # the common case, kept lean
             leaves = args
             key = (tuple([(a.data.shape, a.data.dtype) for a in args]), mode)
         else:
@@ -180,7 +210,7 @@ class CompiledFunction:
             key = (spec, tuple(_leaf_key(x) for x in leaves), mode)
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._cache[key] = self._build(args, kwargs)
+            entry = self._cache[key] = self._build(args, kwargs, mode, simple)
         if isinstance(entry, CompileError):
             return self._fn(*args, **kwargs)
         inputs = [x for x in leaves if isinstance(x, Tensor)]
@@ -198,9 +228,10 @@ class CompiledFunction:
         if isinstance(runner, CompileError):
             return self._fn(*args, **kwargs)
         self._last = entry
+        self._fast = entry if entry.bound is not None else None
         return self._run(entry, sources)
 
-    def _build(self, args, kwargs):
+    def _build(self, args, kwargs, mode, simple):
         try:
             result = trace_call(
                 self._fn, args, kwargs, name=self._name, param_names=self._param_names
@@ -221,7 +252,8 @@ class CompiledFunction:
                 report = Explanation(title, result.graph, graph, manager.records, manager.remarks)
                 report.traced_nodes = traced_nodes
                 dump.write("explain.txt", str(report))
-            entry = _Compiled(result, graph, None, None, dump)
+            entry = _Compiled(result, graph, None, None, *mode, dump)
+            entry.simple_args = len(args) if simple else None
             # A call that needs gradients runs the training build (a forward that also saves
             # what the backward reads): the plain forward is built when a call first needs it.
             sources = [x for x in pytree.flatten((args, kwargs))[0] if isinstance(x, Tensor)]
@@ -241,6 +273,11 @@ class CompiledFunction:
         entry.artifacts = getattr(entry.runner, "artifacts", None)
         if entry.dump:
             entry.dump.artifacts(entry.artifacts)
+        if entry.simple_args is not None and hasattr(entry.runner, "fast_call"):
+            entry.bound = _bind(
+                entry.runner, entry.simple_args, entry.trace.params, grad_enabled=entry.grad_enabled
+            )
+            entry.finish = _finisher(entry.trace)
         return entry.runner
 
     def _build_training(self, entry: _Compiled, wrt: tuple[int, ...]):
@@ -282,7 +319,33 @@ class CompiledFunction:
 
     def _run(self, entry: _Compiled, sources: list[Tensor]):
         outs = entry.runner([t.data for t in sources])
-        return entry.trace.assemble([Tensor._from_op(o, (), "compiled") for o in outs])
+        return entry.trace.assemble([wrap(o, "compiled") for o in outs])
+
+
+def _bind(runner, n_args: int, params: list, *, grad_enabled: bool):
+    """The runner's fast call for `n_args` Tensors (it reads their and the parameters' `.data`).
+    With gradients on, it takes only calls where no tensor is trainable: the others need the
+    tape, made on the general path."""
+    from .nn import Parameter
+
+    return runner.fast_call(
+        n_args, holders=(Tensor, Parameter), params=tuple(params), no_trainable=grad_enabled
+    )
+
+
+def _finisher(result: TraceResult):
+    """Output arrays -> the function's result; one tensor and a flat tuple of them directly."""
+    spec = result.out_spec
+    if not result.out_static and spec.kind == "leaf":
+        return lambda outs: wrap(outs[0], "compiled")
+    ops = ("compiled",) * len(result.graph.outputs)
+    if (
+        not result.out_static
+        and spec.kind == "tuple"
+        and all(c.kind == "leaf" for c in spec.children)
+    ):
+        return lambda outs: tuple(map(wrap, outs, ops))
+    return lambda outs: result.assemble(list(map(wrap, outs, ops)))
 
 
 class CompiledModule(CompiledFunction):

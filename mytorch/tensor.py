@@ -85,11 +85,26 @@ def _noop() -> None:
     pass
 
 
+class _LazyGrad:
+    """`Tensor.grad` of a tensor made by `wrap`: zeros like its data, made on first read.
+
+    A non-data descriptor, so a `.grad` stored on the instance (every other tensor's, and this
+    one's after the first read or an assignment) is found first, at no extra cost.
+    """
+
+    def __get__(self, t, owner=None):
+        if t is None:
+            return self
+        grad = t.__dict__["grad"] = np.zeros_like(t.data)
+        return grad
+
+
 class Tensor:
     """An n-dimensional array with reverse-mode automatic differentiation."""
 
     __array_ufunc__ = None  # numpy defers to our reflected operators: array + Tensor -> Tensor
     _abstract = False  # True for the shape-only stand-ins used while tracing
+    grad = _LazyGrad()
 
     def __init__(
         self,
@@ -435,6 +450,19 @@ def apply(op_name: str, *inputs, **params) -> Tensor:
     if needs_grad:
         result._backward = _make_backward(op, weakref.ref(result), tensors, arrays, params)
     return result
+
+
+def wrap(data: np.ndarray, op: str = "") -> Tensor:
+    """A Tensor around the array `data` as it is (no copy, no conversion): not trainable, no
+    tape, its `.grad` zeros made on first read. What a compiled call returns, made cheaply."""
+    t = object.__new__(Tensor)
+    t.data = data
+    t.trainable = False
+    t._prev = ()
+    t._op = op
+    t.label = ""
+    t._backward = _noop
+    return t
 
 
 def _make_backward(op, result_ref, tensors, arrays, params):

@@ -4,8 +4,8 @@
 
 The entry function `void f(ptr* args)` receives, in order: the graph's inputs (arguments, then
 parameters), its outputs, one workspace for every intermediate, and a status word that native
-code sets when it meets an index out of range. Python allocates all of them with numpy; the
-runner checks every array before the call (see `runtime.Signature`).
+code sets when it meets an index out of range. All are numpy arrays; the runner checks every
+one before the call (in native code, see `binder.py`; or `runtime.Signature` on its Python path).
 
 The workspace also keeps packed copies of weight parameters from call to call, with snapshots
 that tell whether a parameter changed (`GraphLowering.kept_transpose`): it must live as long as
@@ -24,12 +24,13 @@ from llvmlite import ir
 
 from ..errors import CompileError
 from ..ir.graph import Graph, Node
-from . import gemm, packing
+from . import binder, gemm, packing
 from .kernel import I8, I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
 from .lowering import KERNELS, UNSUPPORTED, VIEWS, emit_math
 from .runtime import NativeFunction, Signature
 
 ALIGN = 64  # bytes: every workspace buffer starts on a cache line
+RELEASE_GIL_BYTES = 1 << 14  # calls touching this much memory release the GIL (see Runner)
 
 
 class GraphLowering:
@@ -103,6 +104,33 @@ class GraphLowering:
             packing.pack(self.k, view.transpose((1, 0)), gemm.Panels(panel, view.shape[1]))
         else:
             gemm.copy(self.k, view, packed)
+        self._packed[-1][_key(view)] = packed
+        return packed
+
+    def panels(self, view: View, rows: int) -> gemm.Panels:
+        """A copy of `view` (K x N, rows contiguous) in column panels for products with `rows`
+        rows of A, made on every call and shared within the current scope: aligned rows, read
+        as one stream, for a B that many products read (a reverse loop's weight)."""
+        existing = self.existing_copy(view)
+        if existing is not None:
+            return existing
+        depth, n = view.shape
+        width = gemm.panel_width(rows, n, view.dtype)
+        full, rest = divmod(n, width)
+        packed = gemm.Panels(self.scratch((full + (rest > 0), depth, width), view.dtype), n)
+        s0, s1 = view.strides
+        if full:
+            src = View(
+                view.ptr, view.offset, (full, depth, width), (width * s1, s0, s1), view.dtype
+            )
+            dst = replace(packed.view, shape=(full, depth, width))
+            gemm.copy(self.k, src, dst)
+        if rest:
+            b = self.k.builder
+            start = b.add(view.offset, ir.Constant(I64, full * width * s1))
+            src = View(view.ptr, start, (depth, rest), view.strides, view.dtype)
+            last = self.k.offset_view(packed.view, 0, ir.Constant(I64, full))
+            gemm.copy(self.k, src, replace(last, shape=(depth, rest)))
         self._packed[-1][_key(view)] = packed
         return packed
 
@@ -319,62 +347,88 @@ def _bias_adds(graph: Graph) -> dict[Node, tuple[Node, Node]]:
 class Runner:
     """Calls a compiled graph: checks arrays, allocates outputs, passes pointers, reports errors.
 
-    The call path is kept lean: pointers of arrays seen before (parameters, reused inputs) come
-    from a small identity cache, and all outputs of a call share one fresh allocation.
+    A call goes through the native binder (`binder.py`: checks, pointers and output allocation
+    in native code) when it takes it; anything it does not take goes through the Python path,
+    `call_checked`: every check with a clear error, odd layouts copied, then a ctypes call.
     """
-
-    CACHE_LIMIT = 256
 
     def __init__(self, graph: Graph, native: NativeFunction, workspace_bytes: int, errors):
         self.native = native
         self.artifacts = native.artifacts
         self.errors = errors
-        self.signature = Signature([i.name for i in graph.inputs], [i.type for i in graph.inputs])
-        self.out_layout, offset = [], 0
-        for o in graph.outputs:
-            dtype = np.dtype(o.dtype)
-            self.out_layout.append((tuple(o.shape), dtype, offset))
-            nbytes = max(int(np.prod(o.shape, dtype=np.int64)), 1) * dtype.itemsize
-            offset += -(-nbytes // ALIGN) * ALIGN
-        self.out_bytes = offset
+        self.inputs = [i.type for i in graph.inputs]
+        self.outputs = [o.type for o in graph.outputs]
+        self.signature = Signature([i.name for i in graph.inputs], self.inputs)
         self.workspace = np.zeros(max(workspace_bytes, ALIGN) + ALIGN, np.uint8)
-        self.status = np.zeros(1, np.int64)
-        self.n_inputs = len(graph.inputs)
-        n = self.n_inputs + len(graph.outputs) + 2
-        self.pointers = (ctypes.c_void_p * n)()
-        self.pointers[n - 2] = _aligned(self.workspace)
-        self.pointers[n - 1] = self.status.ctypes.data
-        self._known: dict[int, tuple[np.ndarray, int]] = {}
+        self.state = np.zeros(3, np.int64)  # binder.BUSY, STATUS, CALLS: shared by every path
+        moved = sum(_nbytes(t) for t in self.inputs + self.outputs) + workspace_bytes
+        # Releasing the GIL costs ~0.1 us: worth it when the call is long enough for another
+        # thread to use it.
+        self.release_gil = moved >= RELEASE_GIL_BYTES
+        self._call = self.fast_call(len(self.inputs))
 
-    def _pointer(self, a: np.ndarray) -> int:
-        hit = self._known.get(id(a))
-        if hit is not None and hit[0] is a:
-            return hit[1]
-        if len(self._known) >= self.CACHE_LIMIT:
-            self._known.clear()
-        address = a.ctypes.data
-        self._known[id(a)] = (a, address)
-        return address
+    @property
+    def native_calls(self) -> int:
+        """How many times native code ran (by either path)."""
+        return int(self.state[binder.CALLS])
+
+    def fast_call(self, n_args: int, *, holders=(), params=(), no_trainable=False):
+        """A builtin `bound(*objects) -> tuple of output arrays | int code` (see `binder.bind`),
+        or None when the binder is not available."""
+        return binder.bind(
+            self.native.address,
+            self.inputs,
+            self.outputs,
+            (_aligned(self.workspace), self.state.ctypes.data + 8 * binder.STATUS),
+            self.state,
+            n_args=n_args,
+            holders=holders,
+            params=params,
+            no_trainable=no_trainable,
+            release_gil=self.release_gil,
+            keep=(self.native, self.workspace),
+        )
 
     def __call__(self, arrays):
+        if self._call is not None and type(arrays) in (list, tuple):
+            result = self._call(*arrays)
+            if type(result) is tuple:
+                return list(result)
+            if result < 0:
+                raise IndexError(self.errors[-result - 1])
+        return self.call_checked(arrays)
+
+    def call_checked(self, arrays) -> list[np.ndarray]:
+        """The Python path: clear errors for wrong arrays, copies of odd layouts, a ctypes call.
+
+        It uses the graph's workspace unless another call holds it (a thread inside native code,
+        or a call re-entered from Python code run by the binder); then fresh buffers.
+        """
         arrays = self.signature.check(arrays)
-        p = self.pointers
-        for k, a in enumerate(arrays):
-            p[k] = self._pointer(a)
-        # A ctypes buffer gives its address cheaply (ndarray.ctypes.data costs microseconds);
-        # the output arrays keep it alive as their base.
-        block = (ctypes.c_char * (self.out_bytes + ALIGN))()
-        address = ctypes.addressof(block)
-        shift = (-address) % ALIGN
-        outputs = []
-        for k, (shape, dtype, offset) in enumerate(self.out_layout, start=self.n_inputs):
-            p[k] = address + shift + offset
-            outputs.append(np.ndarray(shape, dtype, buffer=block, offset=shift + offset))
-        self.status[0] = 0
-        self.native.call(p)
-        if self.status[0]:
-            raise IndexError(self.errors[int(self.status[0]) - 1])
+        outputs = [np.empty(t.shape, t.dtype) for t in self.outputs]
+        state = self.state
+        shared = not state[binder.BUSY]
+        if shared:
+            state[binder.BUSY] = 1
+            workspace, status = self.workspace, state[binder.STATUS :][:1]
+        else:
+            workspace, status = np.zeros_like(self.workspace), np.zeros(1, np.int64)
+        try:
+            addresses = [a.ctypes.data for a in arrays + outputs]
+            addresses += [_aligned(workspace), status.ctypes.data]
+            status[0] = 0
+            state[binder.CALLS] += 1
+            self.native.call((ctypes.c_void_p * len(addresses))(*addresses))
+        finally:
+            if shared:
+                state[binder.BUSY] = 0
+        if status[0]:
+            raise IndexError(self.errors[int(status[0]) - 1])
         return outputs
+
+
+def _nbytes(t) -> int:
+    return int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
 
 
 def _aligned(buffer: np.ndarray) -> int:

@@ -675,8 +675,19 @@ def _loop(ctx, node, out: View, *args: View):
     # The body (an rnn_step) uses its 2-D invariants as W.T: pack them here, before the loop,
     # where packing pays, so the body finds the copy instead of making one every step.
     rows = h0.shape[0] if h0.shape else 1
-    for w in invariants:
+    body = node.params["body"]
+    for w, inp in zip(invariants, body.inputs[sequences + 1 :], strict=True):
         if len(w.shape) != 2:
+            continue
+        if (
+            steps > 1
+            and w.strides[1] == 1
+            and any(
+                u.op == "matmul" and u.inputs[1] is inp and u.inputs[0] is not inp
+                for u in inp.users
+            )
+        ):
+            ctx.panels(w, rows)  # B of the body's products as it is (a reverse loop's W)
             continue
         w_t = w.transpose((1, 0))
         if not gemm.prefers_packing(rows, w_t, reuse=steps, kept=_keep(w_t)):
@@ -704,7 +715,7 @@ def _loop(ctx, node, out: View, *args: View):
         try:
             with ctx.scope():
                 ctx.lower_subgraph(
-                    node.params["body"],
+                    body,
                     [*(k.offset_view(s, 0, t) for s in seqs), h, *invariants],
                     [k.offset_view(out, 0, t)],
                 )

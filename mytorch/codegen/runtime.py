@@ -2,9 +2,9 @@
 the guarded call from Python into a compiled graph.
 
 The entry function of every compiled graph is `void f(ptr* args)`: one array of buffer pointers
-(inputs, then parameters, outputs, workspace). Python allocates every buffer with numpy and checks
-each argument's type, dtype, shape and contiguity before the call, so native code never sees a
-buffer it did not expect.
+(inputs, then parameters, outputs, workspace). Every argument's type, dtype, shape, contiguity
+and alignment is checked before the call, by the native binder (binder.py) or by
+`Signature.check`, so native code never sees a buffer it did not expect.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def llvm():
     return binding
 
 
-def target_machine():
+def target_machine(opt: int = 3):
     """A target machine for the host CPU by name and features (so AVX-512 is used).
 
     NOTE: a new one per JIT engine: the engine takes ownership of its target machine.
@@ -43,7 +43,7 @@ def target_machine():
     return target.create_target_machine(
         cpu=binding.get_host_cpu_name(),
         features=features,
-        opt=3,
+        opt=opt,
         jit=True,
     )
 
@@ -103,7 +103,9 @@ class Signature:
         self.shapes = [tuple(t.shape) for t in types]
 
     def check(self, arrays) -> list[np.ndarray]:
-        """The arrays, made C-contiguous; a clear error for a wrong count, type, dtype or shape."""
+        """The arrays, as C-contiguous aligned ones (copies where needed); a clear error for a
+        wrong count, type, dtype or shape."""
+        arrays = list(arrays)
         if len(arrays) != len(self.types):
             raise TypeError(f"expected {len(self.types)} arrays, got {len(arrays)}")
         out = []
@@ -116,5 +118,7 @@ class Signature:
                 raise ValueError(
                     f"argument {name!r} must have shape {fmt(shape)}, got {fmt(a.shape)}"
                 )
-            out.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+            # Kernels load whole elements: an unaligned array is copied like a strided one.
+            odd = not (a.flags.c_contiguous and a.flags.aligned)
+            out.append(np.array(a, order="C") if odd else a)
         return out

@@ -31,32 +31,33 @@ def tensors(*arrays_):
     return [Tensor(a, trainable=False) for a in arrays_]
 
 
-@pytest.fixture(scope="module")
-def affine_runners():
-    """(llvm runner, numpy runner) for `affine` on x (3, 7) and w (7, 5), float32."""
+@pytest.fixture(scope="module", params=["binder", "python-path"])
+def affine_runners(request):
+    """(llvm runner, numpy runner) for `affine` on x (3, 7) and w (7, 5), float32; the llvm
+    runner calls through the native binder, or only through its Python path."""
     graph = mytorch.trace(affine, *tensors(*arrays()))
-    return BACKENDS["llvm"](graph), BACKENDS["numpy"](graph)
+    runner = BACKENDS["llvm"](graph)
+    if request.param == "python-path":
+        runner._call = None
+    return runner, BACKENDS["numpy"](graph)
 
 
 class NativeSpy:
-    """Counts the runner's calls into native code."""
+    """Counts the runner's calls into native code (through the binder or the Python path)."""
 
     def __init__(self, runner):
-        self.calls = 0
-        self._real = runner.native.call
-        runner.native.call = self
+        self.runner = runner
+        self.before = runner.native_calls
 
-    def __call__(self, pointers):
-        self.calls += 1
-        return self._real(pointers)
+    @property
+    def calls(self) -> int:
+        return self.runner.native_calls - self.before
 
 
 @pytest.fixture
 def spied(affine_runners):
     runner = affine_runners[0]
-    spy = NativeSpy(runner)
-    yield runner, spy
-    runner.native.call = spy._real
+    return runner, NativeSpy(runner)
 
 
 # ---- the runner, called directly -------------------------------------------------------------

@@ -188,6 +188,23 @@ def test_modules_match_finite_differences(make):
     assert_matches_finite_differences(model, compiled, (x,), params + [x], what=repr(make()))
 
 
+@pytest.mark.parametrize("hidden, batch", [(70, 5), (70, 1), (19, 3), (128, 32)])
+def test_reverse_loop_weight_panels_at_odd_sizes(hidden, batch):
+    """The reverse loop reads W_hh through column panels copied before its first step: whole
+    panels and a partial last one, for few and many rows."""
+    mytorch.manual_seed(3)
+    model = nn.RNN(6, hidden)
+    rng = np.random.default_rng(4)
+    x = Tensor(rng.standard_normal((5, batch, 6)).astype(np.float32), trainable=False)
+    compiled = mytorch.compile(model, fullgraph=True)
+    params = list(model.parameters())
+    eager = gradients(model, (x,), params)
+    native = gradients(compiled, (x,), params)
+    assert "reverse=True" in str(compiled.backward_graph)
+    for k, (a, e) in enumerate(zip(native, eager, strict=True)):
+        assert_close(a, e, f"H={hidden} B={batch}: gradient of parameter {k}", atol=1e-4)
+
+
 # ---- autograd semantics ------------------------------------------------------------------------
 
 
