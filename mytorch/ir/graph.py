@@ -100,7 +100,7 @@ class Node:
     def __init__(self, name, op, inputs=(), params=NO_PARAMS, type=None, value=None):
         self.name: str = name
         self.op: str = op
-        self.inputs: tuple[Node, ...] = tuple(inputs)
+        self.inputs: tuple[Node, ...] = inputs if inputs.__class__ is tuple else tuple(inputs)
         self.params: Mapping = (
             params if params.__class__ is MappingProxyType else freeze_params(params or {})
         )
@@ -208,8 +208,9 @@ class Graph:
         computed by the op's shape rule."""
         inputs = tuple(inputs)
         params = freeze_params(params) if params else NO_PARAMS
-        if type is None:
-            type = infer_type(op, inputs, params)
+        if type is None:  # (infer_type's cache lookup, inline: this runs once per traced op)
+            found = _TYPES.get((op, id(params), *[id(i.type) for i in inputs]))
+            type = found[0] if found is not None else infer_type(op, inputs, params)
         node = Node(self._claim(name) if name else self.unique_name(op), op, inputs, params, type)
         if before is not None:
             return self._append(node, before)

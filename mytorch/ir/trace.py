@@ -44,17 +44,17 @@ def _user_frame() -> tuple[str, int] | None:
     frame = sys._getframe(2)
     inside = _INSIDE
     while frame is not None:
-        code = frame.f_code
-        known = inside.get(id(code))  # (code objects hash their contents, ids are cheap)
-        if known is None or known[0] is not code:
-            known = inside[id(code)] = (code, _in_package(code.co_filename))
-        if not known[1]:
-            return (code.co_filename, frame.f_lineno)
+        filename = frame.f_code.co_filename
+        known = inside.get(filename)
+        if known is None:
+            known = inside[filename] = _in_package(filename)
+        if not known:
+            return (filename, frame.f_lineno)
         frame = frame.f_back
     return None
 
 
-_INSIDE: dict[int, tuple] = {}  # id(code) -> (code, whether it is mytorch's own code)
+_INSIDE: dict[str, bool] = {}  # source file -> whether it is mytorch's own code
 
 
 @functools.lru_cache(maxsize=1024)

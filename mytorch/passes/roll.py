@@ -256,22 +256,31 @@ class _Matcher:
         )
 
     def backward(self, t: int, carry: Node) -> list[Node] | str:
-        """Step t's copy, found from its state (the value step t+1 reads) back to its inputs."""
-        body: list = [None] * len(self.template)
+        """Step t's copy, found from its state (the value step t+1 reads) back to its inputs.
+
+        This runs for every step of a long loop: the common cases are inline."""
+        template, all_roles = self.template, self.roles
+        body: list = [None] * len(template)
         body[-1] = carry
         taken = {carry}
-        for j in range(len(self.template) - 1, -1, -1):  # users before inputs
-            a, b = self.template[j], body[j]
+        for j in range(len(template) - 1, -1, -1):  # users before inputs
+            a, b = template[j], body[j]
             if b is None or not self._node_ok(a, b):
                 return f"step {t} computes its state differently from step 1 (at %{a.name})"
-            for role, value in zip(self.roles[j], b.inputs, strict=True):
-                if role.__class__ is int and body[role] is None:
-                    if value in taken:
-                        return f"step {t} uses %{value.name} twice over"
-                    body[role] = value
-                    taken.add(value)
-                elif not self._input_ok(t, role, value, body):
-                    return f"step {t} reads another value than step 1 at %{b.name}"
+            for role, value in zip(all_roles[j], b.inputs, strict=True):
+                if role is value:  # a value every step reads
+                    continue
+                if role.__class__ is int:
+                    known = body[role]
+                    if known is value:
+                        continue
+                    if known is None and value not in taken:
+                        body[role] = value
+                        taken.add(value)
+                        continue
+                elif self._input_ok(t, role, value, body):
+                    continue
+                return f"step {t} reads another value than step 1 at %{b.name}"
         return body
 
     def forward(self, t: int) -> list[Node] | str:
@@ -363,14 +372,27 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
     # Stacks of every step's work on its state become that work on all the states at once (a
     # stack of the states themselves is the loop), before anything reads loop[t].
     states = {carry: (loop, t) for t, carry in enumerate(steps.carries)}
+    gone = []  # what dies besides the steps: the stacks batched, unused work on the states
     for stack in steps.stacks:
         if stack.params["dim"] == 0 and stack.graph is graph:
             batched = batch_stack(graph, stack, states)
             if batched is not None:
                 graph.replace_all_uses(stack, batched)
-                dead.add(stack)
+                gone.append(stack)
+    dead.update(gone)
     outputs = set(graph.outputs)
-    dead = _with_dead_inputs(graph, _with_unused(steps.carries, dead, outputs), outputs)
+    gone += _unused(steps.carries, dead, outputs)
+    # Their inputs may die with them, and so may what the steps read from outside (xs[t], the
+    # W.T each step makes).
+    pending = [i for node in gone for i in node.inputs]
+    pending += [
+        value
+        for body in steps.bodies
+        for node, roles in zip(body, steps.roles, strict=True)
+        for role, value in zip(roles, node.inputs, strict=True)
+        if role is _X or (role is not _H and role.__class__ is not int)
+    ]
+    _add_dead_inputs(dead, outputs, pending)
     # Whatever else reads a step's state reads loop[t].
     for t, carry in enumerate(steps.carries):
         outside = [u for u in carry.users if u not in dead]
@@ -386,9 +408,10 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
     graph.remove_nodes(dead)
 
 
-def _with_unused(carries: list[Node], dead: set[Node], outputs: set[Node]) -> set[Node]:
-    """`dead` and the per-step work on the states that nothing uses (in a loop that returns only
-    its last output, every earlier step's output projection)."""
+def _unused(carries: list[Node], dead: set[Node], outputs: set[Node]) -> list[Node]:
+    """The per-step work on the states that nothing uses (in a loop that returns only its last
+    output, every earlier step's output projection), added to `dead` and returned."""
+    found = []
     pending = [(u, False) for carry in carries for u in carry.users if u not in dead]
     seen: set[Node] = set()
     while pending:  # users before the node (no recursion)
@@ -396,18 +419,19 @@ def _with_unused(carries: list[Node], dead: set[Node], outputs: set[Node]) -> se
         if done:
             if node not in outputs and dead.issuperset(node.users) and is_pure(node):
                 dead.add(node)
+                found.append(node)
             continue
         if node in seen or node in dead:
             continue
         seen.add(node)
         pending.append((node, True))
         pending.extend((u, False) for u in node.users)
-    return dead
+    return found
 
 
-def _with_dead_inputs(graph: Graph, dead: set[Node], outputs: set[Node]) -> set[Node]:
-    """`dead` and the pure values only they use (the steps' slices of xs, their W.T copies)."""
-    pending = [i for node in dead for i in node.inputs if i not in dead]
+def _add_dead_inputs(dead: set[Node], outputs: set[Node], pending: list[Node]) -> None:
+    """Add to `dead` the pure values among `pending` (and their inputs, and so on) that only
+    dead nodes use."""
     while pending:
         node = pending.pop()
         if node in dead or node in outputs or not is_pure(node):
@@ -418,7 +442,6 @@ def _with_dead_inputs(graph: Graph, dead: set[Node], outputs: set[Node]) -> set[
         else:
             dead.add(node)
             pending.extend(node.inputs)
-    return dead
 
 
 def _make_body(steps: _Steps) -> tuple[Graph, list[Node]]:
