@@ -7,6 +7,7 @@ The scripts are modules of the `bench` package; run them from the repository roo
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import gc
 import json
@@ -349,3 +350,18 @@ def write_json(path: Path, payload: dict) -> None:
     """Write `payload` as indented JSON, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def name_list(choices, what: str):
+    """An argparse type: comma-separated names from `choices` (case-insensitive), in order."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip().upper() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {unknown or text!r}; choose from {', '.join(choices)}"
+            )
+        return names
+
+    return parse

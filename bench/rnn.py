@@ -37,6 +37,7 @@ from bench.common import (
     make_seq,
     markdown_table,
     measure,
+    name_list,
     reexec_with_thread_env,
     set_mytorch_threads,
     timed_call,
@@ -438,21 +439,11 @@ def json_payload(facts, threads, context, results: dict[str, list[Row]]) -> dict
 # ---- main ----------------------------------------------------------------------------------
 
 
-def parse_workloads(text: str) -> list[str]:
-    names = [n.strip().upper() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in WORKLOADS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown workloads {unknown or text!r}; choose from {', '.join(WORKLOADS)}"
-        )
-    return names
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--workloads",
-        type=parse_workloads,
+        type=name_list(WORKLOADS, "workloads"),
         default=list(WORKLOADS),
         help=f"comma-separated, from {','.join(WORKLOADS)} (default: all)",
     )

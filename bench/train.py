@@ -38,6 +38,7 @@ from bench.common import (
     make_seq,
     markdown_table,
     measure,
+    name_list,
     reexec_with_thread_env,
     set_mytorch_threads,
     timed_call,
@@ -634,21 +635,11 @@ def json_payload(facts: dict, threads: int, results: list[StepResult]) -> dict:
 # ---- main ----------------------------------------------------------------------------------
 
 
-def parse_steps(text: str) -> list[str]:
-    names = [n.strip().upper() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in TRAIN_STEPS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown training steps {unknown or text!r}; choose from {', '.join(TRAIN_STEPS)}"
-        )
-    return names
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--workloads",
-        type=parse_steps,
+        type=name_list(TRAIN_STEPS, "training steps"),
         default=list(TRAIN_STEPS),
         help=f"comma-separated, from {','.join(TRAIN_STEPS)} (default: all)",
     )

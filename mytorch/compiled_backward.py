@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .ir.autodiff import clone, derive_backward
+from .ir.autodiff import clone, optimized_backward
 from .ir.graph import Graph
 from .tensor import Tensor, wrap
 
@@ -23,11 +23,7 @@ class CompiledBackward:
     """The training build of one signature: a forward that saves, and its compiled backward."""
 
     def __init__(self, forward: Graph, wrt: tuple[int, ...], optimize, build, dump=None):
-        backward = derive_backward(forward, wrt)
-        if dump:
-            dump.stage("derived", backward.graph)
-        backward.graph = optimize(backward.graph)
-        backward.prune_inputs()
+        backward = optimized_backward(forward, wrt, optimize, dump)
         self.graph = backward.graph
         self.gradients = backward.gradients
 

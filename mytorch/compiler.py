@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from . import pytree
 from .compiled_backward import CompiledBackward
 from .errors import CompileError
-from .ir.autodiff import derive_backward
+from .ir.autodiff import optimized_backward
 from .ir.graph import Graph
 from .ir.parser import parse
 from .ir.trace import TraceResult, trace_call
@@ -51,12 +51,9 @@ def explain(model_or_fn, *example_inputs, passes="default") -> Explanation:
     sources = [x for x in pytree.flatten(example_inputs)[0] if isinstance(x, Tensor)]
     wrt = tuple(k for k, t in enumerate(sources + result.params) if t.trainable)
     if is_grad_enabled() and wrt:  # what a call needing gradients also builds
-        backward = derive_backward(graph, wrt)
-        derived = len(backward.graph)
         manager = PassManager(resolve_pipeline(passes))
-        backward.graph = manager.run(verify(backward.graph))
-        backward.prune_inputs()
-        report.add_backward(derived, backward.graph, manager.records, backward.saved)
+        backward = optimized_backward(graph, wrt, lambda g: manager.run(verify(g)))
+        report.add_backward(backward.derived_nodes, backward.graph, manager.records, backward.saved)
     return report
 
 

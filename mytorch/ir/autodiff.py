@@ -152,6 +152,7 @@ class Backward:
     graph: Graph
     sources: list[tuple[str, object]]  # ("cotangent", output position) or ("saved", value)
     gradients: list[int]
+    derived_nodes: int = 0  # the graph's size before any pass
 
     def prune_inputs(self) -> None:
         """Drop inputs the (optimized) backward graph no longer reads."""
@@ -220,6 +221,18 @@ def _rematerializable(node: Node) -> bool:
     if node.is_input or node.is_const:
         return True
     return node.op in VIEW_OPS and all(_rematerializable(i) for i in node.inputs)
+
+
+def optimized_backward(forward: Graph, wrt: Iterable[int], optimize, dump=None) -> Backward:
+    """`derive_backward`, then `optimize` (a pass pipeline) and the inputs it left unread
+    dropped; `dump`, if given, gets the derived graph as a stage."""
+    backward = derive_backward(forward, wrt)
+    if dump:
+        dump.stage("derived", backward.graph)
+    backward.derived_nodes = len(backward.graph)
+    backward.graph = optimize(backward.graph)
+    backward.prune_inputs()
+    return backward
 
 
 def clone(graph: Graph, name: str | None = None) -> tuple[Graph, dict[Node, Node]]:

@@ -78,7 +78,7 @@ def _loop_vjp(g, hs, *args, body: Graph, sequences: int = 1, reverse: bool = Fal
     if sequences != 1 or reverse:
         raise CompileError("loop: only forward loops over one sequence have a gradient rule")
     (xs,), h0, invariants = _split(args, sequences)
-    _check_row_wise(body)
+    check_differentiable_body(body)
     steps, rows = xs.shape[0], h0.shape[0]
     zeros = np.zeros(tuple(h0.shape), dtype=h0.dtype)
 
@@ -117,14 +117,15 @@ def _loop_vjp(g, hs, *args, body: Graph, sequences: int = 1, reverse: bool = Fal
     return (g_xs, g_h0, *(grads[i] for i in body.inputs[2:]))
 
 
-def _check_row_wise(body: Graph) -> None:
+def check_differentiable_body(body: Graph) -> None:
+    """Raise CompileError unless the loop gradient rule takes `body` (it works row by row)."""
+    rows = body.inputs[1].shape[0]
     for node in body.nodes:
         if not node.is_const and node.op not in ROW_WISE:
             raise CompileError(
                 f"loop: no gradient rule for a body with {node.op!r} (%{node.name}); only bodies "
                 f"that work row by row on the batch ({', '.join(sorted(ROW_WISE))}) have one"
             )
-        rows = body.inputs[1].shape[0]
         if node.op in ROW_WISE - {"rnn_step", "rnn_cell"} and any(
             len(i.shape) != len(node.shape) or i.shape[0] != rows for i in node.inputs
         ):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..errors import CompileError
 from ..ir.graph import Graph, Node
-from ..ir.loop import _check_row_wise  # what the loop's gradient rule accepts
+from ..ir.loop import check_differentiable_body
 from .base import PassResult, register_pass, remark
 from .rewrite import is_forward_loop, prune, step_index
 
@@ -35,7 +35,7 @@ def unroll(graph: Graph) -> PassResult:
 
 def _not_differentiable(body: Graph) -> str | None:
     try:
-        _check_row_wise(body)
+        check_differentiable_body(body)
     except CompileError as e:
         return str(e)
     return None
