@@ -465,6 +465,12 @@ def wrap(data: np.ndarray, op: str = "") -> Tensor:
     return t
 
 
+def wrap_fields(op: str = "") -> tuple[tuple[str, object], ...]:
+    """The attributes `wrap` sets after `.data`, in order, for code that makes the same tensors
+    another way (the llvm backend's native binder). Keep the two in step."""
+    return (("trainable", False), ("_prev", ()), ("_op", op), ("label", ""), ("_backward", _noop))
+
+
 def _make_backward(op, result_ref, tensors, arrays, params):
     def _backward():
         result = result_ref()
