@@ -15,8 +15,8 @@ Programs, both at I=57, H=128, B=1 in float32:
 - nn.RNN: `mytorch.nn.RNN(57, 128)(xs)`, its output and h_n.
 
 `--stages` times one compile split into its stages (thread CPU time, median): tracing the
-Python loop, verifying, each pass of the default pipeline (with the verification after it) and
-the llvm backend.
+Python loop, verifying, each pass of the default pipeline as the PassManager runs it (verified
+when it changed the graph) and the llvm backend.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from mytorch import nn
 from mytorch.codegen.runtime import llvm
 from mytorch.ir.trace import trace_call
 from mytorch.ir.verify import verify
-from mytorch.passes import PassResult, resolve_pipeline
+from mytorch.passes import PassManager, resolve_pipeline
 from mytorch.plugins import get_backend
 
 INPUT, HIDDEN, OUTPUT, BATCH = 57, 128, 18, 1
@@ -99,10 +99,8 @@ def stage_times(make, steps: int) -> dict[str, float]:
     verify(graph)
     out["verify the trace"] = clock() - start
     for k, (name, pass_) in enumerate(resolve_pipeline("default"), 1):
-        start = clock()
-        result = pass_(graph)
-        graph = result.graph if isinstance(result, PassResult) else result
-        verify(graph)
+        start = clock()  # each pass as the pipeline runs it (verified when it changed the graph)
+        graph = PassManager([(name, pass_)]).run(graph)
         out[f"{k:>2} {name} (+ verify)"] = clock() - start
     start = clock()
     get_backend("llvm")(graph)

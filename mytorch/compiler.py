@@ -27,7 +27,7 @@ from .ir.verify import verify
 from .passes import PassManager, resolve_pipeline
 from .passes.report import Explanation
 from .plugins import get_backend
-from .tensor import Tensor, is_grad_enabled, is_tracing, wrap
+from .tensor import Tensor, is_grad_enabled, is_tracing, wrap, wrap_fields
 
 _eager = importlib.import_module(".tensor", __package__)  # its module state, read per call
 
@@ -130,8 +130,8 @@ class _Compiled:
     # per tuple of input positions needing gradients: its training build, or why there is none
     training: dict = field(default_factory=dict)
     # The fast call (backends whose runner has `fast_call`, tensor-only calls): the call's
-    # tensors in, the output arrays out, or an int when it does not take the call; and output
-    # arrays -> the result.
+    # tensors in, the function's result out (or the output tensors, for `finish` to assemble),
+    # or an int when it does not take the call.
     simple_args: int | None = None
     bound: object = None
     finish: object = None
@@ -189,9 +189,9 @@ class CompiledFunction:
             and fast.grad_enabled == _eager._grad_enabled
             and fast.train_mode == getattr(self._fn, "training", None)
         ):
-            outs = fast.bound(*args)
-            if type(outs) is tuple:
-                return fast.finish(outs)
+            result = fast.bound(*args)
+            if type(result) is not int:
+                return result if fast.finish is None else fast.finish(result)
         return self._call(args, kwargs)
 
     def _call(self, args, kwargs):
@@ -271,10 +271,9 @@ class CompiledFunction:
         if entry.dump:
             entry.dump.artifacts(entry.artifacts)
         if entry.simple_args is not None and hasattr(entry.runner, "fast_call"):
-            entry.bound = _bind(
-                entry.runner, entry.simple_args, entry.trace.params, grad_enabled=entry.grad_enabled
+            entry.bound, entry.finish = _bind(
+                entry.runner, entry.simple_args, entry.trace, grad_enabled=entry.grad_enabled
             )
-            entry.finish = _finisher(entry.trace)
         return entry.runner
 
     def _build_training(self, entry: _Compiled, wrt: tuple[int, ...]):
@@ -319,30 +318,27 @@ class CompiledFunction:
         return entry.trace.assemble([wrap(o, "compiled") for o in outs])
 
 
-def _bind(runner, n_args: int, params: list, *, grad_enabled: bool):
-    """The runner's fast call for `n_args` Tensors (it reads their and the parameters' `.data`).
-    With gradients on, it takes only calls where no tensor is trainable: the others need the
-    tape, made on the general path."""
+def _bind(runner, n_args: int, trace: TraceResult, *, grad_enabled: bool):
+    """The runner's fast call for `n_args` Tensors (it reads their and the parameters' `.data`)
+    and what assembles its result, if anything does. With gradients on, it takes only calls
+    where no tensor is trainable: the others need the tape, made on the general path. Its
+    outputs are made into Tensors natively, as `wrap` makes them."""
     from .nn import Parameter
 
-    return runner.fast_call(
-        n_args, holders=(Tensor, Parameter), params=tuple(params), no_trainable=grad_enabled
+    spec = trace.out_spec
+    single = not trace.out_static and spec.kind == "leaf"
+    flat = not trace.out_static and spec.kind == "tuple"
+    flat = flat and all(c.kind == "leaf" for c in spec.children)
+    bound = runner.fast_call(
+        n_args,
+        holders=(Tensor, Parameter),
+        params=tuple(trace.params),
+        no_trainable=grad_enabled,
+        wrap=(Tensor, wrap_fields("compiled")),
+        single=single,
     )
-
-
-def _finisher(result: TraceResult):
-    """Output arrays -> the function's result; one tensor and a flat tuple of them directly."""
-    spec = result.out_spec
-    if not result.out_static and spec.kind == "leaf":
-        return lambda outs: wrap(outs[0], "compiled")
-    ops = ("compiled",) * len(result.graph.outputs)
-    if (
-        not result.out_static
-        and spec.kind == "tuple"
-        and all(c.kind == "leaf" for c in spec.children)
-    ):
-        return lambda outs: tuple(map(wrap, outs, ops))
-    return lambda outs: result.assemble(list(map(wrap, outs, ops)))
+    finish = None if single or flat else (lambda tensors: trace.assemble(list(tensors)))
+    return bound, finish
 
 
 class CompiledModule(CompiledFunction):

@@ -12,7 +12,8 @@ describing one compiled graph. A call `bound(*objects)` does, in native code:
         pointers[k] = its data pointer
     for each output: PyArray_Empty(shape, dtype), pointers[...] = its data pointer
     call the graph's entry(pointers), with the GIL released for graphs worth it
-    return the tuple of outputs
+    (wrapping plans) make each output into an object holding it: a Tensor, as `wrap` makes it
+    return the tuple of outputs, or the one output alone
 
 Anything else (a wrong count, type, dtype, shape or layout, a trainable tensor under a plan that
 requires none, the graph's buffers in use by another call) returns an int code and calls nothing:
@@ -22,8 +23,8 @@ depends on it. A negative code is the native status word: an index out of range.
 
 It reads CPython and numpy structs directly (an object's type; an ndarray's data, ndim, shape,
 dtype and flags: numpy's PyArrayObject_fields, the same in numpy 1.x and 2.x) and calls numpy's
-PyArray_Empty by its C-API table index. `_abi()` checks all of that against live objects once; if
-anything differs (another interpreter, a free-threaded build), the binder is not used at all.
+PyArray_Empty by its C-API table index. `_binder()` checks all of that against live objects once;
+if anything differs (another interpreter, a free-threaded build), the binder is not used at all.
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ METH_FASTCALL = 0x80
 N_ARGS, FLAGS, N_PARAMS, N_OUTPUTS, ENTRY, STATE = 0, 1, 2, 3, 4, 5
 TYPE_A, TYPE_B, DATA_NAME, TRAINABLE_NAME, FALSE = 6, 7, 8, 9, 10
 PARAMS, SLOTS, POINTERS = 11, 12, 13
-HEADER = 14
+WRAP_TYPE, FIELDS, N_FIELDS, EMPTY_TUPLE = 14, 15, 16, 17
+HEADER = 18
 SLOT = 4  # words per array: dtype object, ndim, address of its shape, required flags
-HOLDERS, NO_TRAINABLE, RELEASE_GIL = 1, 2, 4  # FLAGS bits
+HOLDERS, NO_TRAINABLE, RELEASE_GIL, SINGLE = 1, 2, 4, 8  # FLAGS bits
+Py_tp_new = 65  # the slot id PyType_GetSlot takes (typeslots.h)
 
 # State words shared by the plans of one graph and its Python path.
 BUSY, STATUS, CALLS = 0, 1, 2
@@ -73,8 +76,10 @@ CAPI = {  # name: (return type, argument types)
     "PyTuple_SetItem": (I32, [PTR, I64, PTR]),
     "PyEval_SaveThread": (PTR, []),
     "PyEval_RestoreThread": (ir.VoidType(), [PTR]),
+    "PyObject_SetAttr": (I32, [PTR, PTR, PTR]),
 }
 NUMPY_EMPTY = (PTR, [I32, PTR, PTR, I32])  # PyArray_Empty(ndim, shape, dtype (stolen), fortran)
+OBJECT_NEW = (PTR, [PTR, PTR, PTR])  # object.__new__'s slot: tp_new(type, args, kwargs)
 
 enabled = os.environ.get("MYTORCH_BINDER", "1") != "0"  # MYTORCH_BINDER=0: the Python path only
 
@@ -96,6 +101,11 @@ class ABI:
         self.functions["PyArray_Empty"] = table[NUMPY_API_EMPTY]
         if self.array_type != id(np.ndarray):
             raise RuntimeError("numpy's C-API table does not start as expected")
+        get_slot = api.PyType_GetSlot
+        get_slot.restype, get_slot.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_int]
+        self.functions["object_new"] = get_slot(object, Py_tp_new)
+        if not self.functions["object_new"]:
+            raise RuntimeError("object has no tp_new slot")
         new = api.PyCFunction_NewEx
         new.restype, new.argtypes = (
             ctypes.py_object,
@@ -219,6 +229,8 @@ def bind(
     holders: tuple[type, ...] = (),
     params: tuple = (),
     no_trainable: bool = False,
+    wrap: tuple[type, tuple] | None = None,
+    single: bool = False,
     release_gil: bool = True,
     keep: tuple = (),
 ):
@@ -230,6 +242,10 @@ def bind(
     one's `.trainable` to be False. `pointers_tail` are the workspace and status word addresses
     the entry takes after the outputs; `state` holds the status word, and `keep` what else the
     plan points to (the native code, the workspace).
+
+    A call returns the tuple of output arrays; with `wrap=(cls, fields)`, each output is made
+    into an instance of `cls` (`object.__new__(cls)`, its `.data` the array, then each
+    `(name, value)` of `fields` set in order); with `single`, the one output alone, no tuple.
     """
     found = _binder() if enabled else None
     if found is None:
@@ -237,21 +253,26 @@ def bind(
     abi, _engine, method = found
     if holders and len(holders) > 2 or len(inputs) != n_args + len(params):
         raise ValueError("a plan takes up to two holder types and one type per input")
+    if single and len(outputs) != 1:
+        raise ValueError("`single` is for graphs with one output")
+    wrap_type, fields = wrap or (None, ())
     types = [*inputs, *outputs]
     dtypes = [np.dtype(t.dtype) for t in types]
     shapes = [tuple(t.shape) for t in types]
     n_slots = len(types)
-    start_slots = HEADER + len(params)
+    start_fields = HEADER + len(params)
+    start_slots = start_fields + 2 * len(fields)
     start_pointers = start_slots + SLOT * n_slots
     start_dims = start_pointers + n_slots + 2
     plan = np.zeros(start_dims + sum(len(s) for s in shapes), np.int64).view(_Plan)
     base = plan.ctypes.data
     flags = (HOLDERS if holders else 0) | (NO_TRAINABLE if no_trainable else 0)
+    flags |= (RELEASE_GIL if release_gil else 0) | (SINGLE if single else 0)
     holders = tuple(holders)
     names = (sys.intern("data"), sys.intern("trainable"))
     plan[:HEADER] = [
         n_args,
-        flags | (RELEASE_GIL if release_gil else 0),
+        flags,
         len(params),
         len(outputs),
         entry,
@@ -264,8 +285,13 @@ def bind(
         base + 8 * HEADER,
         base + 8 * start_slots,
         base + 8 * start_pointers,
+        id(wrap_type) if wrap else 0,
+        base + 8 * start_fields,
+        len(fields),
+        id(()),
     ]
-    plan[HEADER:start_slots] = [id(p) for p in params]
+    plan[HEADER:start_fields] = [id(p) for p in params]
+    plan[start_fields:start_slots] = [id(x) for field in fields for x in field]
     at = start_dims
     for k, (dtype, shape) in enumerate(zip(dtypes, shapes, strict=True)):
         plan[start_slots + SLOT * k : start_slots + SLOT * (k + 1)] = [
@@ -277,7 +303,7 @@ def bind(
         plan[at : at + len(shape)] = shape
         at += len(shape)
     plan[start_pointers + n_slots : start_pointers + n_slots + 2] = pointers_tail
-    plan.keep = (found, state, params, holders, names, dtypes, keep)  # found: its code
+    plan.keep = (found, state, params, holders, names, dtypes, wrap, keep)  # found: its code
     return abi.new_builtin(ctypes.addressof(method), plan, None)
 
 
@@ -296,7 +322,9 @@ class _Emitter:
         return self.fn.append_basic_block(name)
 
     def capi(self, name: str, *args):
-        ret, params = NUMPY_EMPTY if name == "PyArray_Empty" else CAPI[name]
+        ret, params = {"PyArray_Empty": NUMPY_EMPTY, "object_new": OBJECT_NEW}.get(name) or CAPI[
+            name
+        ]
         fn_type = ir.FunctionType(ret, params)
         address = ir.Constant(I64, self.abi.functions[name])
         return self.b.call(self.b.inttoptr(address, fn_type.as_pointer()), list(args))
@@ -519,10 +547,23 @@ def _emit(abi: ABI) -> str:
     returns_code(b.neg(status))
 
     b.position_at_end(success)
+    given_up = e.block("given_up")  # an exception is set: release the outputs, return NULL
+    wrap_type = b.inttoptr(e.word(plan, WRAP_TYPE), PTR)
+    wrapping, wrapped = e.block("wrapping"), e.block("wrapped")
+    b.cbranch(b.icmp_unsigned("!=", wrap_type, PTR(None)), wrapping, wrapped)
+    b.position_at_end(wrapping)
+    _emit_wrap(e, plan, held, n_in, n_out, wrap_type, given_up)
+    b.branch(wrapped)
+    b.position_at_end(wrapped)
+    alone, as_tuple = e.block("alone"), e.block("as_tuple")
+    b.cbranch(flag(SINGLE), alone, as_tuple)
+    b.position_at_end(alone)
+    b.ret(b.load(b.gep(held, [n_in], source_etype=PTR), typ=PTR))
+    b.position_at_end(as_tuple)
     result = e.capi("PyTuple_New", n_out)
-    no_tuple, fill = e.block("no_tuple"), e.block("fill")
-    b.cbranch(b.icmp_unsigned("==", result, PTR(None)), no_tuple, fill)
-    b.position_at_end(no_tuple)
+    fill = e.block("fill")
+    b.cbranch(b.icmp_unsigned("==", result, PTR(None)), given_up, fill)
+    b.position_at_end(given_up)
     e.decref_range(held, n_in, b.add(n_in, n_out), "release_outputs_on_error")
     b.ret(PTR(None))
     b.position_at_end(fill)
@@ -538,6 +579,50 @@ def _emit(abi: ABI) -> str:
     e.decref_range(held, zero, b.load(n_held), "release")
     returns_code(b.load(code))
     return str(module)
+
+
+def _emit_wrap(e: _Emitter, plan, held, n_in, n_out, wrap_type, given_up: ir.Block) -> None:
+    """Replace each output array in `held` by a new `wrap_type` object holding it as `.data`,
+    with the plan's fields set; on an error, branch to `given_up`."""
+    b = e.b
+    zero = ir.Constant(I64, 0)
+    data_name = b.inttoptr(e.word(plan, DATA_NAME), PTR)
+    fields, n_fields = e.word(plan, FIELDS, PTR), e.word(plan, N_FIELDS)
+    empty = b.inttoptr(e.word(plan, EMPTY_TUPLE), PTR)
+    j, close = e.loop(zero, n_out, "wrap")
+    slot = b.gep(held, [b.add(n_in, j)], source_etype=PTR)
+    array = b.load(slot, typ=PTR)
+    obj = e.capi("object_new", wrap_type, empty, PTR(None))
+    made = e.block("made")
+    b.cbranch(b.icmp_unsigned("==", obj, PTR(None)), given_up, made)
+    b.position_at_end(made)
+    failed = e.block("set_failed")  # drop the new object, then give up
+    stored = e.block("stored")
+    b.cbranch(
+        b.icmp_signed("!=", e.capi("PyObject_SetAttr", obj, data_name, array), ir.Constant(I32, 0)),
+        failed,
+        stored,
+    )
+    b.position_at_end(stored)
+    f, close_fields = e.loop(zero, n_fields, "fields")
+    name = e.word(fields, b.mul(f, ir.Constant(I64, 2)), PTR)
+    value = e.word(fields, b.add(b.mul(f, ir.Constant(I64, 2)), ir.Constant(I64, 1)), PTR)
+    field_set = e.block("field_set")
+    b.cbranch(
+        b.icmp_signed("!=", e.capi("PyObject_SetAttr", obj, name, value), ir.Constant(I32, 0)),
+        failed,
+        field_set,
+    )
+    b.position_at_end(field_set)
+    close_fields()
+    e.capi("Py_DecRef", array)  # the object holds it now
+    b.store(obj, slot)
+    close()
+    after = b.block
+    b.position_at_end(failed)
+    e.capi("Py_DecRef", obj)
+    b.branch(given_up)
+    b.position_at_end(after)
 
 
 def _check_array(e: _Emitter, array: ir.Value, slot: ir.Value, code: ir.Value, fail_if) -> None:

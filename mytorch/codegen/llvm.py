@@ -372,9 +372,11 @@ class Runner:
         """How many times native code ran (by either path)."""
         return int(self.state[binder.CALLS])
 
-    def fast_call(self, n_args: int, *, holders=(), params=(), no_trainable=False):
-        """A builtin `bound(*objects) -> tuple of output arrays | int code` (see `binder.bind`),
-        or None when the binder is not available."""
+    def fast_call(
+        self, n_args: int, *, holders=(), params=(), no_trainable=False, wrap=None, single=False
+    ):
+        """A builtin `bound(*objects) -> outputs | int code` (see `binder.bind`), or None when
+        the binder is not available."""
         return binder.bind(
             self.native.address,
             self.inputs,
@@ -385,6 +387,8 @@ class Runner:
             holders=holders,
             params=params,
             no_trainable=no_trainable,
+            wrap=wrap,
+            single=single,
             release_gil=self.release_gil,
             keep=(self.native, self.workspace),
         )

@@ -9,6 +9,7 @@ answer. Tests run with the binder and, where it matters, with the Python path on
 
 from __future__ import annotations
 
+import gc
 import sys
 import sysconfig
 import threading
@@ -19,7 +20,7 @@ import pytest
 import mytorch
 from mytorch import Tensor, nn
 from mytorch.codegen import BACKENDS, binder
-from mytorch.tensor import wrap
+from mytorch.tensor import wrap, wrap_fields
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -79,9 +80,7 @@ def test_the_binder_is_available_on_cpython_with_the_gil():
 
 
 @pytest.mark.parametrize("mode", ["no_grad", "grad-on-frozen"])
-def test_warm_calls_take_the_fast_path_and_give_fresh_untracked_outputs(
-    linear, mode, assert_same
-):
+def test_warm_calls_take_the_fast_path_and_give_fresh_untracked_outputs(linear, mode, assert_same):
     layer, compiled, x = linear
     if mode == "grad-on-frozen":
         for p in layer.parameters():
@@ -392,3 +391,88 @@ def test_wrap_keeps_the_array_and_its_dtype():
     assert t.grad.dtype == F64 and t.grad.shape == (2, 3)
     t.zero_grad()
     assert t.grad.shape == (2, 3)
+
+
+def test_tensors_made_by_the_binder_are_the_ones_wrap_makes(linear, path):
+    _, compiled, x = linear
+    with mytorch.no_grad():
+        compiled(x)
+        out = compiled(x)
+    same = wrap(out.data, "compiled")
+    assert type(out) is Tensor
+    assert list(vars(out)) == list(vars(same))
+    for name, value in vars(same).items():
+        assert getattr(out, name) is value or getattr(out, name) == value, name
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: x * 2.0,
+        lambda x: (x * 2.0, x + 1.0),
+        lambda x: [x * 2.0, (x + 1.0, x.tanh())],
+        lambda x: {"double": x * 2.0, "both": (x, x + 1.0)},
+        lambda x: (x * 2.0, 3),
+    ],
+    ids=["tensor", "tuple", "nested-list", "dict", "with-a-python-value"],
+)
+def test_results_of_every_structure_through_the_fast_path(fn, path, assert_outputs_same):
+    x = data(3, 4, seed=4)
+    compiled = mytorch.compile(fn, fullgraph=True)
+    with mytorch.no_grad():
+        compiled(x)
+        for _ in range(2):
+            out = compiled(x)
+            assert_outputs_same(_tensors_only(out), _tensors_only(fn(x)), what="outputs")
+            assert type(out) is type(fn(x))
+
+
+def _tensors_only(value):
+    if isinstance(value, dict):
+        return [_tensors_only(v) for v in value.values()]
+    if isinstance(value, (tuple, list)):
+        return [_tensors_only(v) for v in value if not isinstance(v, int)]
+    return value
+
+
+def test_many_calls_leave_reference_counts_as_they_were(linear):
+    layer, compiled, x = linear
+    odd = Tensor(np.asfortranarray(x.data), trainable=False)
+    objects = [x.data, odd.data, layer.weight.data, layer.bias.data, np.dtype(np.float32)]
+
+    def counts():
+        gc.collect()
+        return [sys.getrefcount(o) for o in objects]
+
+    compiled(x)  # builds what gradients need
+    with mytorch.no_grad():
+        compiled(x), compiled(odd)
+        before = counts()
+        for _ in range(300):
+            compiled(x)  # the fast path
+            compiled(odd)  # rejected after reading `.data`: the general path
+    for _ in range(100):
+        compiled(x)  # rejected: trainable parameters
+    assert counts() == before
+
+
+class Slotted:
+    """Takes `.data` but no other attribute: wrapping into it fails half way."""
+
+    __slots__ = ("data",)
+
+
+def test_a_failure_while_wrapping_raises_and_releases_everything():
+    x, w = data(16, 64, seed=1), data(64, 64, seed=2)
+    runner = BACKENDS["llvm"](mytorch.trace(big_graph_fn, x, w))
+    bound = runner.fast_call(2, wrap=(Slotted, wrap_fields("compiled")))
+    if bound is None:
+        pytest.skip("the native binder is not available here")
+    before = [sys.getrefcount(o) for o in (x.data, w.data)]
+    for _ in range(3):
+        with pytest.raises(AttributeError):
+            bound(x.data, w.data)
+    assert [sys.getrefcount(o) for o in (x.data, w.data)] == before
+    assert runner.state[binder.BUSY] == 0
+    (out,) = runner([x.data, w.data])  # the runner still works
+    np.testing.assert_allclose(out, eager(big_graph_fn, x, w).data, rtol=1e-4, atol=1e-5)
