@@ -16,7 +16,7 @@ import numpy as np
 
 from .ir.autodiff import clone, optimized_backward
 from .ir.graph import Graph
-from .tensor import Tensor, wrap
+from .tensor import Tensor, accumulate_grad, wrap
 
 
 class CompiledBackward:
@@ -78,7 +78,7 @@ class CompiledBackward:
             ]
             for k, g in zip(self.gradients, self.backward_runner(args), strict=True):
                 if sources[k].trainable:
-                    sources[k].grad += g
+                    accumulate_grad(sources[k], g)  # g is a fresh output array
             cotangents[:] = [None] * len(outputs)
 
         joint._backward = joint_backward

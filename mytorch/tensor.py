@@ -86,7 +86,8 @@ def _noop() -> None:
 
 
 class _LazyGrad:
-    """`Tensor.grad` of a tensor made by `wrap`: zeros like its data, made on first read.
+    """`Tensor.grad` of a tensor made by `wrap`, or after `zero_grad()` or `backward()` reset it:
+    zeros like its data, made on first read.
 
     A non-data descriptor, so a `.grad` stored on the instance (every other tensor's, and this
     one's after the first read or an assignment) is found first. NOTE: CPython 3.11 does not
@@ -213,7 +214,10 @@ class Tensor:
         return Tensor(self.data, trainable=False)
 
     def zero_grad(self) -> None:
-        self.grad = np.zeros_like(self.data)
+        """Reset `.grad` to zeros: the instance's array is dropped, and the class's lazy `.grad`
+        makes fresh zeros when next read, so a backward that comes first can take its gradient
+        as is (`accumulate_grad`) instead of adding it to zeros."""
+        self.__dict__.pop("grad", None)
 
     # ---- autograd -------------------------------------------------------------------------------
 
@@ -238,7 +242,7 @@ class Tensor:
         # into the leaves, as in PyTorch.
         for t in order:
             if t._prev:
-                t.grad = np.zeros_like(t.data)
+                t.__dict__.pop("grad", None)  # zeros, made if something reads them
         self.grad = self.grad + seed
         for t in reversed(order):
             t._backward()
@@ -466,6 +470,18 @@ def wrap(data: np.ndarray, op: str = "") -> Tensor:
     t.label = ""
     t._backward = _noop
     return t
+
+
+def accumulate_grad(t: Tensor, grad: np.ndarray) -> None:
+    """Add `grad` into `t.grad`; while `t.grad` is the lazy zeros, `grad` itself becomes it.
+
+    `grad` must be a fresh array of `t`'s shape and dtype that nothing else holds (a compiled
+    backward's output): the pass making zeros and the pass adding into them are both saved.
+    """
+    if "grad" in t.__dict__ or grad.shape != t.data.shape or grad.dtype != t.data.dtype:
+        t.grad += grad
+    else:
+        t.grad = grad
 
 
 def wrap_fields(op: str = "") -> tuple[tuple[str, object], ...]:
