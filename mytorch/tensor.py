@@ -99,7 +99,8 @@ class _LazyGrad:
     def __get__(self, t, owner=None):
         if t is None:
             return self
-        grad = t.__dict__["grad"] = np.zeros_like(t.data)
+        data = t.data
+        grad = t.__dict__["grad"] = np.zeros(data.shape, data.dtype)
         return grad
 
 
@@ -229,9 +230,9 @@ class Tensor:
                     f"backward() without a gradient needs a scalar, got shape {fmt(self.shape)}; "
                     "pass grad= of the same shape"
                 )
-            seed = np.ones_like(self.data)
+            seed = np.ones(self.data.shape, self.data.dtype)
         else:
-            seed = np.asarray(grad.data if isinstance(grad, Tensor) else grad, self.data.dtype)
+            seed = np.array(grad.data if isinstance(grad, Tensor) else grad, self.data.dtype)
             if seed.shape != self.data.shape:
                 raise ValueError(
                     f"backward: grad of shape {fmt(seed.shape)} does not match the tensor's "
@@ -243,7 +244,8 @@ class Tensor:
         for t in order:
             if t._prev:
                 t.__dict__.pop("grad", None)  # zeros, made if something reads them
-        self.grad = self.grad + seed
+        held = self.__dict__.get("grad")
+        self.grad = seed if held is None else held + seed
         for t in reversed(order):
             t._backward()
 
@@ -531,18 +533,18 @@ def is_concrete(t) -> bool:
 
 def _topological_order(root: Tensor) -> list[Tensor]:
     """Tensors reachable from `root` through `_prev`, inputs before users (iterative DFS)."""
-    order, visited = [], set()
-    stack = [(root, False)]
+    order, visited = [], {id(root)}
+    stack = [(root, iter(root._prev))]
     while stack:
-        t, expanded = stack.pop()
-        if expanded:
+        t, inputs = stack[-1]
+        for p in inputs:
+            if id(p) not in visited:
+                visited.add(id(p))
+                stack.append((p, iter(p._prev)))
+                break
+        else:  # every input of t is placed: t follows them
+            stack.pop()
             order.append(t)
-            continue
-        if id(t) in visited:
-            continue
-        visited.add(id(t))
-        stack.append((t, True))
-        stack.extend((p, False) for p in t._prev if id(p) not in visited)
     return order
 
 

@@ -233,3 +233,28 @@ def test_mytorch_tensor_function():
     assert isinstance(t, Tensor)
     assert t.trainable is False
     np.testing.assert_array_equal(t.data, [1.0, 2.0])
+
+
+def test_backward_seed_is_copied_not_aliased():
+    x = Tensor(np.ones((2, 2), np.float32))
+    seed = np.full((2, 2), 3.0, np.float32)
+    x.zero_grad()
+    x.backward(seed)
+    x.backward(seed)  # accumulates into x.grad, which must not be `seed` itself
+    np.testing.assert_array_equal(seed, np.full((2, 2), 3.0, np.float32))
+    np.testing.assert_array_equal(x.grad, np.full((2, 2), 6.0, np.float32))
+
+
+def test_topological_order_puts_inputs_before_users_once():
+    from mytorch.tensor import _topological_order
+
+    x = Tensor(np.ones(3, np.float32))
+    a = x * 2
+    b = a + x
+    c = b * a
+    order = _topological_order(c)
+    assert len(order) == len({id(t) for t in order}) == 4
+    position = {id(t): k for k, t in enumerate(order)}
+    for t in order:
+        assert all(position[id(p)] < position[id(t)] for p in t._prev)
+    assert order[-1] is c

@@ -225,6 +225,27 @@ def test_trainable_inputs_get_gradients_and_gradients_accumulate():
         assert_close(t.grad, 2 * e, f"accumulated gradient {k}", rtol=1e-9, atol=1e-12)
 
 
+def test_after_zero_grad_the_compiled_gradient_is_taken_over_without_aliasing():
+    fn, inputs, params = tutorial_float64(3)
+    compiled = mytorch.compile(fn, fullgraph=True)
+    expected = gradients(fn, inputs, params)
+    kept = [p.grad for p in params]  # arrays a user holds from before zero_grad
+    for p in params:
+        p.zero_grad()
+        assert p.grad.shape == p.shape and p.grad.dtype == p.dtype and not p.grad.any()
+        p.zero_grad()  # the lazy zeros again, so the backward below finds none to add into
+    weighted_loss(flat_outputs(compiled(*inputs))).backward()
+    got = [p.grad for p in params]
+    for k, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert_close(g, e, f"gradient {k}", rtol=1e-9, atol=1e-12)
+    weighted_loss(flat_outputs(compiled(*inputs))).backward()  # adds into the arrays taken
+    for k, (p, g, e) in enumerate(zip(params, got, expected, strict=True)):
+        assert p.grad is g, f"gradient {k} was replaced instead of accumulated"
+        assert_close(g, 2 * e, f"accumulated gradient {k}", rtol=1e-9, atol=1e-12)
+    assert len({id(g) for g in got}) == len(got)  # every parameter has its own array
+    assert all(not any(g is h for h in got) for g in kept)
+
+
 def test_a_loss_on_some_outputs_gets_zero_cotangents_for_the_rest():
     rnn = tutorial_rnn()
     fn = unrolled(rnn, 3)
