@@ -44,6 +44,10 @@ class CompiledBackward:
                     saving.outputs.append(mapping[what])
                 self._feeds.append(("output", outputs[what]))
         self.forward_graph = saving
+        # (position among the backward's inputs, output index) of every output's gradient
+        self._cotangent_slots = [
+            (slot, k) for slot, (kind, k) in enumerate(self._feeds) if kind == "cotangent"
+        ]
         self.num_outputs = len(forward.outputs)
         if dump:
             dump.stage("forward_saving", saving)
@@ -66,17 +70,13 @@ class CompiledBackward:
     def _attach(self, sources: list[Tensor], feeds: list, outputs: list[Tensor]) -> None:
         cotangents: list = [None] * len(outputs)
         joint = wrap(self._scalar, "compiled")  # the tape node all outputs lead to
-        joint._prev, joint.trainable = tuple(t for t in sources if t.trainable), True
-        kinds = [kind for kind, _ in self._feeds]
+        joint._prev, joint.trainable = tuple([t for t in sources if t.trainable]), True
+        slots = self._cotangent_slots
 
         def joint_backward():
-            args = [
-                (cotangents[f] if cotangents[f] is not None else self._zeros[f])
-                if kind == "cotangent"
-                else f
-                for kind, f in zip(kinds, feeds, strict=True)
-            ]
-            for k, g in zip(self.gradients, self.backward_runner(args), strict=True):
+            for slot, k in slots:  # the outputs' gradients (zeros for those the loss skips)
+                feeds[slot] = self._zeros[k] if cotangents[k] is None else cotangents[k]
+            for k, g in zip(self.gradients, self.backward_runner(feeds), strict=True):
                 if sources[k].trainable:
                     accumulate_grad(sources[k], g)  # g is a fresh output array
             cotangents[:] = [None] * len(outputs)

@@ -152,6 +152,7 @@ class CompiledFunction:
         self._last: _Compiled | None = None
         self._last_training: CompiledBackward | None = None
         self._fast: _Compiled | None = None  # the last signature, when it has a fast call
+        self._fast_training: _TrainingCall | None = None  # the last call that needed gradients
         if not isinstance(fn, type) and hasattr(fn, "__name__"):
             functools.update_wrapper(self, fn, updated=())
 
@@ -192,6 +193,17 @@ class CompiledFunction:
             result = fast.bound(*args)
             if type(result) is not int:
                 return result if fast.finish is None else fast.finish(result)
+        last = self._fast_training
+        if (
+            last is not None
+            and not kwargs
+            and _eager._tracer is None
+            and _eager._grad_enabled
+            and last.train_mode == getattr(self._fn, "training", None)
+        ):
+            result = last.call(args)
+            if result is not None:
+                return result
         return self._call(args, kwargs)
 
     def _call(self, args, kwargs):
@@ -219,6 +231,8 @@ class CompiledFunction:
                 if isinstance(training, CompileError):
                     return self._fn(*args, **kwargs)
                 self._last, self._last_training = entry, training
+                if simple:
+                    self._fast_training = _TrainingCall(entry, training, key[0], sources)
                 arrays = [t.data for t in sources]
                 return entry.trace.assemble(training.run(sources, arrays))
         runner = entry.runner or self._build_runner(entry)
@@ -316,6 +330,31 @@ class CompiledFunction:
     def _run(self, entry: _Compiled, sources: list[Tensor]):
         outs = entry.runner([t.data for t in sources])
         return entry.trace.assemble([wrap(o, "compiled") for o in outs])
+
+
+class _TrainingCall:
+    """The last call that needed gradients, repeated cheaply: the same number of tensors with
+    the same shapes and dtypes, and the same of them (and of the parameters) trainable."""
+
+    def __init__(self, entry: _Compiled, training: CompiledBackward, arg_types, sources):
+        self.entry, self.training = entry, training
+        self.train_mode = entry.train_mode
+        self.arg_types = arg_types
+        self.params = entry.trace.params
+        self.trainable = [t.trainable for t in sources]
+
+    def call(self, args):
+        """The function's result, or None when the general path must take the call."""
+        if len(args) != len(self.arg_types):
+            return None
+        for a, (shape, dtype) in zip(args, self.arg_types, strict=True):
+            if not isinstance(a, Tensor) or a.data.shape != shape or a.data.dtype != dtype:
+                return None
+        sources = [*args, *self.params]
+        if [t.trainable for t in sources] != self.trainable:
+            return None
+        outputs = self.training.run(sources, [t.data for t in sources])
+        return self.entry.trace.assemble(outputs)
 
 
 def _bind(runner, n_args: int, trace: TraceResult, *, grad_enabled: bool):

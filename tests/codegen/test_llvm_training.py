@@ -246,6 +246,42 @@ def test_after_zero_grad_the_compiled_gradient_is_taken_over_without_aliasing():
     assert all(not any(g is h for h in got) for g in kept)
 
 
+def test_repeated_training_calls_follow_changes_in_what_is_trainable_and_in_shapes():
+    rnn = tutorial_rnn()
+    compiled = mytorch.compile(unrolled(rnn, 3), fullgraph=True)
+    rng = np.random.default_rng(2)
+    h0 = mytorch.zeros(1, 4)
+
+    def grads_of(run, xs):
+        rnn.zero_grad()
+        out, hidden = run(xs, h0)
+        (out * out).mean().backward()
+        return [p.grad.copy() for p in rnn.parameters()]
+
+    xs = Tensor(rng.standard_normal((3, 1, 12)).astype(np.float32), trainable=False)
+    def check(xs, what):
+        eager = grads_of(unrolled(rnn, 3), xs)
+        for k, (a, e) in enumerate(zip(grads_of(compiled, xs), eager, strict=True)):
+            assert_close(a, e, f"gradient {k} {what}")
+
+    for _ in range(2):  # the second call takes the repeated-call path
+        check(xs, "")
+    rnn.h2o.weight.trainable = False  # frozen: its gradient must stay zero
+    got = grads_of(compiled, xs)
+    assert not got[2].any()
+    rnn.h2o.weight.trainable = True
+    xs.trainable = True  # now the input wants its gradient too
+    xs.zero_grad()
+    grads_of(compiled, xs)
+    want = xs.grad.copy()
+    xs.zero_grad()
+    grads_of(unrolled(rnn, 3), xs)
+    assert_close(want, xs.grad, "input gradient")
+    wider = Tensor(rng.standard_normal((3, 2, 12)).astype(np.float32), trainable=False)
+    h0 = mytorch.zeros(2, 4)  # another batch size: another signature
+    check(wider, "at batch 2")
+
+
 def test_a_loss_on_some_outputs_gets_zero_cotangents_for_the_rest():
     rnn = tutorial_rnn()
     fn = unrolled(rnn, 3)
