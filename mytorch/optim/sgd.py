@@ -52,7 +52,7 @@ class SGD(Optimizer):
                         buf = state["momentum_buffer"] = np.array(step, dtype=param.data.dtype)
                     else:
                         buf *= momentum
-                        buf += (1.0 - dampening) * step
+                        buf += step if dampening == 0 else (1.0 - dampening) * step
                     step = step + momentum * buf if group["nesterov"] else buf
                 # In place, so anything holding param.data (a compiled graph) sees the update.
                 param.data -= lr * step
