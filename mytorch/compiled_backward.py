@@ -68,17 +68,22 @@ class CompiledBackward:
         return outputs
 
     def _attach(self, sources: list[Tensor], feeds: list, outputs: list[Tensor]) -> None:
+        trainable = tuple([t for t in sources if t.trainable])
+        if len(outputs) == 1 and outputs[0].dtype.kind == "f":
+            # One output (a loss, usually): it is the tape node that runs the backward.
+            out = outputs[0]
+            out._prev, out.trainable, out._op = trainable, True, "compiled"
+            out._backward = _backward_of_single(self, weakref.ref(out), sources, feeds)
+            return
         cotangents: list = [None] * len(outputs)
         joint = wrap(self._scalar, "compiled")  # the tape node all outputs lead to
-        joint._prev, joint.trainable = tuple([t for t in sources if t.trainable]), True
-        slots = self._cotangent_slots
+        joint._prev, joint.trainable = trainable, True
 
         def joint_backward():
-            for slot, k in slots:  # the outputs' gradients (zeros for those the loss skips)
-                feeds[slot] = self._zeros[k] if cotangents[k] is None else cotangents[k]
-            for k, g in zip(self.gradients, self.backward_runner(feeds), strict=True):
-                if sources[k].trainable:
-                    accumulate_grad(sources[k], g)  # g is a fresh output array
+            zeros = self._zeros  # for the outputs the loss does not read
+            self.backward(
+                sources, feeds, [zeros[k] if c is None else c for k, c in enumerate(cotangents)]
+            )
             cotangents[:] = [None] * len(outputs)
 
         joint._backward = joint_backward
@@ -87,6 +92,22 @@ class CompiledBackward:
                 continue
             out._prev, out.trainable, out._op = (joint,), True, "compiled"
             out._backward = _store_cotangent(weakref.ref(out), cotangents, k)
+
+    def backward(self, sources: list[Tensor], feeds: list, cotangents: list) -> None:
+        """Run the compiled backward given the outputs' gradients; add into the sources'."""
+        for slot, k in self._cotangent_slots:
+            feeds[slot] = cotangents[k]
+        for k, g in zip(self.gradients, self.backward_runner(feeds), strict=True):
+            if sources[k].trainable:
+                accumulate_grad(sources[k], g)  # g is a fresh output array
+
+
+def _backward_of_single(training: CompiledBackward, out_ref, sources, feeds) -> Callable[[], None]:
+    def _backward():
+        out = out_ref()
+        training.backward(sources, feeds, [np.asarray(out.grad, dtype=out.dtype)])
+
+    return _backward
 
 
 def _store_cotangent(out_ref, cotangents: list, k: int) -> Callable[[], None]:
