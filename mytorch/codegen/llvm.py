@@ -26,7 +26,7 @@ from ..errors import CompileError
 from ..ir.graph import Graph, Node
 from . import binder, gemm, packing
 from .kernel import I8, I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
-from .lowering import KERNELS, UNSUPPORTED, VIEWS, emit_math
+from .lowering import KERNELS, UNSUPPORTED, VIEWS, cat_slices, convert_copy, emit_math
 from .runtime import NativeFunction, Signature
 
 ALIGN = 64  # bytes: every workspace buffer starts on a cache line
@@ -226,10 +226,15 @@ class GraphLowering:
             if graph.outputs.count(node) == 1 and not node.is_input and node.op in KERNELS:
                 direct[node] = dest
         biased = _bias_adds(graph)
+        placed = _placed_products(graph)
+        consumers = set(placed.values())
         for node in graph.nodes:
-            if node in env:  # an add already computed with its product
+            if node in env or node in placed:  # computed with its add, or by its consumer
                 continue
             try:
+                if node in consumers:
+                    env[node] = self._lower_placing(node, env, placed, direct, graph, outputs)
+                    continue
                 if node in biased:
                     add, bias = biased[node]
                     out = direct.get(add) or self.scratch(add.shape, add.dtype)
@@ -244,8 +249,28 @@ class GraphLowering:
                 what = f"lowering %{node.name} = {node.op}"
                 raise CompileError(f"llvm backend: {what} failed: {type(e).__name__}: {e}") from e
         for node, dest in zip(graph.outputs, outputs, strict=True):
-            if direct.get(node) is not dest:
+            if env[node] is not dest:
                 gemm.copy(self.k, env[node], dest)
+
+    def _lower_placing(self, node: Node, env, placed, direct, graph, outputs) -> View:
+        """A cat or an output transpose whose products (`_placed_products`) write straight into
+        their place in its value; the cat copies its other inputs in."""
+        if node.op == "transpose":  # a graph output: the product writes its transpose
+            out = outputs[graph.outputs.index(node)]
+            self._place(node.inputs[0], out.transpose((1, 0)), env)
+            return out
+        out = direct.get(node) or self.scratch(node.shape, node.dtype)
+        for x, dst in zip(node.inputs, cat_slices(self, node, out), strict=True):
+            if placed.get(x) is not node:
+                convert_copy(self, env[x], dst)
+            elif x.op == "transpose":
+                self._place(x.inputs[0], dst.transpose((1, 0)), env)
+            else:
+                self._place(x, dst, env)
+        return out
+
+    def _place(self, product: Node, dst: View, env) -> None:
+        self._emit_kernel(product, dst, [env[i] for i in product.inputs])
 
     def _constant(self, value: np.ndarray) -> View:
         """A constant as a global; a uniform one (zeros, say) as one element seen everywhere."""
@@ -342,6 +367,40 @@ def _bias_adds(graph: Graph) -> dict[Node, tuple[Node, Node]]:
                 fused[mm] = (add, bias)
                 break
     return fused
+
+
+def _placed_products(graph: Graph) -> dict[Node, Node]:
+    """2-D float products computed straight into their consumer's value, instead of into a
+    buffer of their own that the consumer then copies: product -> consumer, where the consumer
+    is a cat (a weight gradient's pieces), a 2-D transpose only a cat uses, or a transpose that
+    is an output (the product then writes its transpose: (A @ B).T = B.T @ A.T)."""
+    outputs = set(graph.outputs)
+    placed = {}
+    for mm in graph.nodes:
+        if (
+            mm.op != "matmul"
+            or len(mm.users) != 1
+            or mm in outputs
+            or mm.dtype.kind != "f"
+            or len(mm.shape) != 2
+            or any(len(i.shape) != 2 or i.dtype != mm.dtype for i in mm.inputs)
+        ):
+            continue
+        user = mm.users[0]
+        if user.op == "cat" and user.inputs.count(mm) == 1:
+            placed[mm] = user
+        elif user.op == "transpose" and len(user.shape) == 2 and user not in outputs:
+            if (
+                len(user.users) == 1
+                and user.users[0].op == "cat"
+                and user.users[0].inputs.count(user) == 1
+            ):
+                placed[mm] = user
+                placed[user] = user.users[0]
+        elif user.op == "transpose" and len(user.shape) == 2 and graph.outputs.count(user) == 1:
+            if not user.users:
+                placed[mm] = user
+    return placed
 
 
 class Runner:

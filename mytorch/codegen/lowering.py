@@ -422,23 +422,34 @@ def _softmax(ctx, node, out: View, x: View):
 
 @lowering("cat", "stack")
 def _cat(ctx, node, out: View, *xs: View):
+    for x, dst in zip(xs, cat_slices(ctx, node, out), strict=True):
+        convert_copy(ctx, x, dst)
+
+
+def cat_slices(ctx, node, out: View) -> list[View]:
+    """Where each input of a cat or stack goes in its value `out`."""
     dim = node.params["dim"]
     start = 0
-    for x in xs:
+    slices = []
+    for x in node.inputs:
         if node.op == "stack":
-            dst = ctx.k.offset_view(out, dim, ir.Constant(I64, start))
+            slices.append(ctx.k.offset_view(out, dim, ir.Constant(I64, start)))
             start += 1
         else:
             n = x.shape[dim]
             step = ctx.k.builder.mul(ir.Constant(I64, start), ir.Constant(I64, out.strides[dim]))
             shape = out.shape[:dim] + (n,) + out.shape[dim + 1 :]
-            dst = View(out.ptr, ctx.k.builder.add(out.offset, step), shape, out.strides, out.dtype)
+            offset = ctx.k.builder.add(out.offset, step)
+            slices.append(View(out.ptr, offset, shape, out.strides, out.dtype))
             start += n
-        _convert_copy(ctx, x.broadcast_to(dst.shape) if x.shape != dst.shape else x, dst)
+    return slices
 
 
-def _convert_copy(ctx, src: View, dst: View) -> None:
-    """dst[...] = src[...], converting the dtype as numpy does (cat of float32 and float64)."""
+def convert_copy(ctx, src: View, dst: View) -> None:
+    """dst[...] = src[...], broadcasting src and converting its dtype as numpy does (a cat of
+    float32 and float64)."""
+    if src.shape != dst.shape:
+        src = src.broadcast_to(dst.shape)
     if src.dtype == dst.dtype:
         gemm.copy(ctx.k, src, dst)
         return
@@ -567,9 +578,15 @@ def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None)
     b2 = bmat
     if len(bmat.shape) == 1:
         b2 = View(bmat.ptr, bmat.offset, bmat.shape + (1,), bmat.strides + (1,), bmat.dtype)
+    if not out.is_contiguous:  # a 2-D product placed into a cat's value or an output's
+        assert bias is None and len(out.shape) == len(a.shape) == len(bmat.shape) == 2
+        if out.strides[1] != 1:  # into a transposed view: out.T = b.T @ a.T
+            a, bmat, out = bmat.transpose((1, 0)), a.transpose((1, 0)), out.transpose((1, 0))
+        gemm.fill(ctx.k, out, ctx.k.constant(0, out.dtype))
+        _product(ctx, a, bmat, out)
+        return
     m, n = a2.shape[-2], b2.shape[-1]
     batch = tuple(out.shape[: len(out.shape) - (len(a.shape) > 1) - (len(bmat.shape) > 1)])
-    assert out.is_contiguous, "kernels write into contiguous buffers"
     out2 = View(out.ptr, out.offset, batch + (m, n), contiguous_strides(batch + (m, n)), out.dtype)
     a3 = a2.broadcast_to(batch + a2.shape[-2:])
     b3 = b2.broadcast_to(batch + b2.shape[-2:])

@@ -211,3 +211,59 @@ def test_uniform_constant_bias_fused_into_the_product(m, assert_outputs_same):
 
     x = Tensor(np.random.default_rng(m).standard_normal((m, 40)).astype(F32), trainable=False)
     check_against_references(fn, [x], assert_outputs_same, what=f"rows {m}")
+
+
+TRANSPOSE_SHAPES = [(2, 2), (5, 3), (8, 8), (16, 16), (17, 9), (57, 128), (33, 70), (1, 40, 3)]
+TRANSPOSE_CASES = [("host", s, d) for s in TRANSPOSE_SHAPES for d in (np.float32, np.float64)] + [
+    (isa, s, np.float32) for isa in ("avx2", "generic") for s in ((17, 9), (33, 70))
+]
+
+
+@pytest.mark.parametrize(
+    "isa,shape,dtype",
+    TRANSPOSE_CASES,
+    ids=[f"{isa}-{'x'.join(map(str, s))}-{np.dtype(d).name}" for isa, s, d in TRANSPOSE_CASES],
+)
+def test_transposed_copies_match_references(monkeypatch, isa, shape, dtype, assert_outputs_same):
+    """Transposes materialized in blocks through registers (`packing.transpose`): whole and edge
+    blocks, sizes below and around the vector width, a batch of matrices, the last dims of a
+    slice; into an output, a cat and a sum."""
+    use_isa(monkeypatch, isa)
+    rng = np.random.default_rng(sum(shape))
+    x = Tensor(rng.standard_normal((*shape[:-2], shape[-2] + 2, shape[-1] + 1)).astype(dtype))
+    n = shape[-1]
+
+    def fn(x):
+        part = x[..., 1:-1, :-1]  # offset and strided rows
+        t = part.transpose(-1, -2)
+        return t, Tensor.cat((t, t * 2.0), -1), t.sum(-1)
+
+    check_against_references(fn, [x], assert_outputs_same, what=f"transpose {shape} of {n}")
+
+
+PLACED_SHAPES = [(1, 1, 1), (12, 57, 128), (7, 5, 3), (3, 17, 33), (40, 2, 9)]
+
+
+@pytest.mark.parametrize("m,k,n", PLACED_SHAPES)
+def test_products_placed_into_their_consumer_match_references(m, k, n, assert_outputs_same):
+    """Products written straight into a cat's value (along either dim, as themselves or
+    transposed) or into a transposed output, as a backward's weight gradients are; a product with
+    another user, or in a cat twice, keeps a buffer of its own."""
+    rng = np.random.default_rng(m * k * n)
+
+    def tensor(*shape):
+        return Tensor(rng.standard_normal(shape).astype(F32), trainable=False)
+
+    a, b, c = tensor(m, k), tensor(k, n), tensor(n, m)
+
+    def fn(a, b, c):
+        p, q = a @ b, c @ a  # (m, n), (n, k)
+        return (
+            Tensor.cat(((a @ b).transpose(0, 1), c @ a), 1),  # (n, m + k)
+            Tensor.cat((b.transpose(0, 1) @ a.transpose(0, 1), c), 0),  # (2n, m)
+            (c.transpose(0, 1) @ q).transpose(0, 1),  # an output written transposed
+            Tensor.cat((p, p), 0),
+            Tensor.cat((q, q * 2.0), 1) + q.sum(),
+        )
+
+    check_against_references(fn, [a, b, c], assert_outputs_same, what=f"{m}x{k}x{n}")
