@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import itertools
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 from llvmlite import ir
@@ -26,7 +27,16 @@ from ..errors import CompileError
 from ..ir.graph import Graph, Node
 from . import binder, gemm, packing
 from .kernel import I8, I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
-from .lowering import KERNELS, UNSUPPORTED, VIEWS, cat_slices, convert_copy, emit_math
+from .lowering import (
+    FUSABLE,
+    KERNELS,
+    UNSUPPORTED,
+    VIEWS,
+    cat_slices,
+    convert_copy,
+    emit_math,
+    fused_elementwise,
+)
 from .runtime import NativeFunction, Signature
 
 ALIGN = 64  # bytes: every workspace buffer starts on a cache line
@@ -228,10 +238,18 @@ class GraphLowering:
         biased = _bias_adds(graph)
         placed = _placed_products(graph)
         consumers = set(placed.values())
+        inlined = _inlined_elementwise(graph, {add for add, _ in biased.values()})
         for node in graph.nodes:
-            if node in env or node in placed:  # computed with its add, or by its consumer
+            if node in env or node in placed or node in inlined:  # computed with another node
                 continue
             try:
+                if node.op in FUSABLE and any(i in inlined for i in node.inputs):
+                    out = direct.get(node) or self.scratch(node.shape, node.dtype)
+                    leaves: list[View] = []
+                    tree = _tree(node, node.shape, env, inlined, leaves)
+                    self._emit_kernel(node, out, leaves, partial(fused_elementwise, tree=tree))
+                    env[node] = out
+                    continue
                 if node in consumers:
                     env[node] = self._lower_placing(node, env, placed, direct, graph, outputs)
                     continue
@@ -300,13 +318,15 @@ class GraphLowering:
         self._emit_kernel(node, out, args)
         return out
 
-    def _emit_kernel(self, node: Node, out: View, args: list[View]) -> None:
+    def _emit_kernel(self, node: Node, out: View, args: list[View], kernel=None) -> None:
+        """Emit `kernel` (the op's by default) writing node's value into `out`."""
+        kernel = kernel or KERNELS[node.op]
         if self._in_kernel:  # inside a loop body: emit inline, in the loop's own function
-            KERNELS[node.op](self, node, out, *args)
+            kernel(self, node, out, *args)
         else:
-            self._emit_kernel_function(node, out, args)
+            self._emit_kernel_function(node, out, args, kernel)
 
-    def _emit_kernel_function(self, node: Node, out: View, args: list[View]) -> None:
+    def _emit_kernel_function(self, node: Node, out: View, args: list[View], kernel) -> None:
         """Emit the node's kernel as its own function and call it.
 
         One function per kernel keeps LLVM's work per function small: optimizing one huge
@@ -328,7 +348,7 @@ class GraphLowering:
         self._in_kernel = True
         try:
             with self.scope():
-                KERNELS[node.op](self, node, *local)
+                kernel(self, node, *local)
             self.k.builder.ret_void()
         finally:
             self._in_kernel = False
@@ -367,6 +387,70 @@ def _bias_adds(graph: Graph) -> dict[Node, tuple[Node, Node]]:
                 fused[mm] = (add, bias)
                 break
     return fused
+
+
+def _inlined_elementwise(graph: Graph, computed: set[Node]) -> set[Node]:
+    """Elementwise float ops computed inside the loop of their one user, another elementwise op
+    of the same shape (`fused_elementwise`): the chain (1 - h * h) * g takes one pass over memory,
+    not three. Also the reshapes between them that only add or drop dims of 1. Nodes in
+    `computed` are computed with another node already (a product's bias add)."""
+    outputs = set(graph.outputs)
+    inlined = set()
+
+    def single_use(n: Node) -> Node | None:
+        if n in outputs or len(n.users) != 1 or n.users[0].inputs.count(n) != 1:
+            return None
+        return n.users[0]
+
+    for node in graph.nodes:
+        if node.op not in FUSABLE or node.dtype.kind != "f" or node in computed:
+            continue
+        user = single_use(node)
+        via = None
+        if (
+            user is not None
+            and user.op == "reshape"
+            and _squeezed(user.shape) == _squeezed(node.shape)
+        ):
+            via, user = user, single_use(user)
+        if (
+            user is not None
+            and user.op in FUSABLE
+            and user not in computed
+            and user.shape == (via or node).shape
+        ):
+            inlined.add(node)
+            if via is not None:
+                inlined.add(via)
+    return inlined
+
+
+def _squeezed(shape) -> tuple:
+    return tuple(n for n in shape if n != 1)
+
+
+def _tree(node: Node, shape, env, inlined, leaves: list[View]):
+    """`fused_elementwise`'s tree for `node` (and the inlined nodes it reads), appending its
+    leaves to `leaves` as views of `shape` (the root's: the same but for dims of 1)."""
+    children = []
+    for i in node.inputs:
+        if i in inlined and i.op == "reshape":
+            i = i.inputs[0]
+        if i in inlined:
+            children.append(_tree(i, shape, env, inlined, leaves))
+        else:
+            children.append(len(leaves))
+            leaves.append(_with_shape(env[i].broadcast_to(node.shape), shape))
+    return (node, children)
+
+
+def _with_shape(view: View, shape) -> View:
+    """`view` seen with `shape`: the same dims but for dims of 1, added or dropped."""
+    if view.shape == tuple(shape):
+        return view
+    strides = iter([s for n, s in zip(view.shape, view.strides, strict=True) if n != 1])
+    new = tuple(0 if n == 1 else next(strides) for n in shape)
+    return replace(view, shape=tuple(shape), strides=new)
 
 
 def _placed_products(graph: Graph) -> dict[Node, Node]:

@@ -267,3 +267,43 @@ def test_products_placed_into_their_consumer_match_references(m, k, n, assert_ou
         )
 
     check_against_references(fn, [a, b, c], assert_outputs_same, what=f"{m}x{k}x{n}")
+
+
+FUSED_SHAPES = [(1,), (5, 3), (12, 1, 128), (4, 17, 33)]
+
+
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=["x".join(map(str, s)) for s in FUSED_SHAPES])
+def test_fused_elementwise_chains_match_references(shape, assert_outputs_same):
+    """Chains of elementwise ops computed in one loop (`fused_elementwise`): the tanh gradient
+    (1 - h * h) * g, through a reshape that drops a dim of 1, with broadcast operands, a float64
+    operand, math functions; an op with two users or that is an output is stored once."""
+    rng = np.random.default_rng(len(shape))
+
+    def tensor(shape, dtype=F32):
+        return Tensor(rng.standard_normal(shape).astype(dtype), trainable=False)
+
+    h, g, row = tensor(shape), tensor(shape), tensor(shape[-1:])
+    wide = tensor(shape, np.float64)
+    flat = tuple(n for n in shape if n != 1) or (1,)
+
+    def fn(h, g, row, wide):
+        grad = (1.0 - h * h) * g
+        shared = mytorch.exp(h * 0.5) + row
+        chained = (grad.reshape(flat) + 2.0) * mytorch.tanh(shared.reshape(flat))
+        return chained, shared, ((grad - wide).abs() + 1.0).sqrt() / (shared + 3.0)
+
+    check_against_references(fn, [h, g, row, wide], assert_outputs_same, what=f"{shape}")
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_elementwise_bias_of_a_fused_product_add_is_not_inlined(batch, assert_outputs_same):
+    """An add computed with its product (the bias starts its sums) keeps its operands stored."""
+    rng = np.random.default_rng(7)
+    w = Tensor(rng.standard_normal((4, 5)).astype(F32))
+    b = Tensor(rng.standard_normal(5).astype(F32))
+    x = Tensor(rng.standard_normal((*batch, 4)).astype(F32), trainable=False)
+
+    def fn(x):
+        return mytorch.tanh(x @ w + b * 2.0) * 3.0
+
+    check_against_references(fn, [x], assert_outputs_same, what=f"batch {batch}")
