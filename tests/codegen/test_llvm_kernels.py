@@ -307,3 +307,28 @@ def test_elementwise_bias_of_a_fused_product_add_is_not_inlined(batch, assert_ou
         return mytorch.tanh(x @ w + b * 2.0) * 3.0
 
     check_against_references(fn, [x], assert_outputs_same, what=f"batch {batch}")
+
+
+def test_kept_copies_through_a_training_loop_and_after(assert_outputs_same):
+    """A weight changed on every call (a training loop) is repacked without a compare; every
+    call still sees the live weight, through the periodic compares and after the loop stops,
+    and a change after many unchanged calls is still seen."""
+    rnn, fn, inputs = rnn_case(RNN_SIZES[1])
+    compiled = mytorch.compile(fn, backend="llvm", fullgraph=True)
+    weight = rnn.i2h.weight.data
+
+    def check(what):
+        with mytorch.no_grad():
+            assert_outputs_same(compiled(*inputs), fn(*inputs), what=what)
+
+    for step in range(150):  # past the 8 changed calls that start it and two recompares
+        weight[step % weight.shape[0], -1] += 0.01
+        check(f"training step {step}")
+    for step in range(70):
+        check(f"unchanged call {step}")
+    weight *= 0.5
+    check("changed after the loop")
+    for step in range(12):
+        if step % 3 == 0:
+            weight[0, 0] += 0.25
+        check(f"changed now and then {step}")
