@@ -71,8 +71,34 @@ def vector_width(dtype) -> int:
 
 
 def copy(k: KernelBuilder, src: View, dst: View) -> None:
-    """dst[...] = src[...] (same shape)."""
+    """dst[...] = src[...] (same shape). A transposed float matrix (or a batch of them) moves
+    in blocks through registers: element by element, each load would be a column's scalar."""
+    if _is_transposed_copy(src, dst):
+        from . import packing  # packing builds on this module
+
+        lead = len(dst.shape) - 2
+        batched(
+            k,
+            dst.shape[:lead],
+            [src, dst],
+            lambda s, d: packing.transpose(k, s, d),
+        )
+        return
     k.loop_nest(dst.shape, lambda idx: k.store(k.load(src, idx), dst, idx), "cp")
+
+
+def _is_transposed_copy(src: View, dst: View) -> bool:
+    """A copy of a float matrix read down its columns into rows: worth `packing.transpose`."""
+    return (
+        len(dst.shape) >= 2
+        and src.dtype == dst.dtype
+        and src.dtype.kind == "f"
+        and src.strides[-2] == 1
+        and src.strides[-1] > 1
+        and dst.strides[-1] == 1
+        and dst.shape[-1] > 1
+        and dst.shape[-2] > 1
+    )
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import itertools
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 from llvmlite import ir
@@ -26,11 +27,24 @@ from ..errors import CompileError
 from ..ir.graph import Graph, Node
 from . import binder, gemm, packing
 from .kernel import I8, I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
-from .lowering import KERNELS, UNSUPPORTED, VIEWS, emit_math
+from .lowering import (
+    FUSABLE,
+    KERNELS,
+    UNSUPPORTED,
+    VIEWS,
+    cat_slices,
+    convert_copy,
+    emit_math,
+    fused_elementwise,
+)
 from .runtime import NativeFunction, Signature
 
 ALIGN = 64  # bytes: every workspace buffer starts on a cache line
 RELEASE_GIL_BYTES = 1 << 14  # calls touching this much memory release the GIL (see Runner)
+# A parameter changed on this many calls in a row is rebuilt without comparing, and compared
+# again on 2 calls of every CHECK_EVERY - TRAINING + 2 (see `GraphLowering._param_changed`).
+TRAINING = 8
+CHECK_EVERY = 64
 
 
 class GraphLowering:
@@ -158,15 +172,44 @@ class GraphLowering:
         The entry function compares the whole parameter with a snapshot in the workspace (and
         refreshes it) once per call, before the first kernel that asks, and leaves the answer
         in a workspace byte. The workspace starts zeroed: a zero parameter and zero copies
-        agree."""
+        agree.
+
+        A parameter that changed on TRAINING calls in a row (a training loop: every step
+        updates it) is taken as changed without comparing or refreshing the snapshot: the
+        copies are rebuilt from the live parameter, never stale, without the compare and the
+        snapshot's copy (T1's forward, over an unchanged call: ~9 -> ~3 us). Two calls of
+        every CHECK_EVERY - TRAINING + 2 compare again (the snapshot is stale by then; the second
+        finds whether the parameter still changes): code that stops training returns to
+        comparing alone."""
         if index not in self._param_flags:
             param = self._entry_inputs[index]
             flat = View(param.ptr, param.offset, (1, param.size), (0, 1), param.dtype)
             snapshot = self.scratch(flat.shape, flat.dtype, entry=True)
-            changed = packing.refresh(self._entry_k, flat, snapshot)
-            self._param_flags[index] = self._reserve((1,), np.bool_)
+            self._param_flags[index] = self._reserve((2,), np.uint8)  # the flag, the streak
             b = self._entry_k.builder
-            b.store(b.zext(changed, I8), self._flag(self._entry_workspace, index, b))
+            flag = self._flag(self._entry_workspace, index, b)
+            streak_at = b.gep(flag, [ir.Constant(I64, 1)], inbounds=True, source_etype=I8)
+            streak = b.load(streak_at, typ=I8)
+            training = b.icmp_unsigned(">=", streak, ir.Constant(I8, TRAINING))
+            one = ir.Constant(I8, 1)
+            with b.if_else(training) as (then, otherwise):
+                with then:
+                    on = b.add(streak, one)
+                    recheck = b.icmp_unsigned("==", on, ir.Constant(I8, CHECK_EVERY))
+                    on = b.select(recheck, ir.Constant(I8, TRAINING - 2), on)
+                    block_t = b.block
+                with otherwise:
+                    changed = packing.refresh(self._entry_k, flat, snapshot)
+                    off = b.select(changed, b.add(streak, one), ir.Constant(I8, 0))
+                    block_c = b.block
+            new_streak = b.phi(I8)
+            new_streak.add_incoming(on, block_t)
+            new_streak.add_incoming(off, block_c)
+            flag_value = b.phi(ir.IntType(1))
+            flag_value.add_incoming(ir.Constant(ir.IntType(1), 1), block_t)
+            flag_value.add_incoming(changed, block_c)
+            b.store(new_streak, streak_at)
+            b.store(b.zext(flag_value, I8), flag)
         b = self.k.builder
         byte = b.load(self._flag(self._workspace, index, b), typ=I8)
         return b.icmp_unsigned("!=", byte, ir.Constant(I8, 0))
@@ -226,10 +269,23 @@ class GraphLowering:
             if graph.outputs.count(node) == 1 and not node.is_input and node.op in KERNELS:
                 direct[node] = dest
         biased = _bias_adds(graph)
+        placed = _placed_products(graph)
+        consumers = set(placed.values())
+        inlined = _inlined_elementwise(graph, {add for add, _ in biased.values()})
         for node in graph.nodes:
-            if node in env:  # an add already computed with its product
+            if node in env or node in placed or node in inlined:  # computed with another node
                 continue
             try:
+                if node.op in FUSABLE and any(i in inlined for i in node.inputs):
+                    out = direct.get(node) or self.scratch(node.shape, node.dtype)
+                    leaves: list[View] = []
+                    tree = _tree(node, node.shape, env, inlined, leaves)
+                    self._emit_kernel(node, out, leaves, partial(fused_elementwise, tree=tree))
+                    env[node] = out
+                    continue
+                if node in consumers:
+                    env[node] = self._lower_placing(node, env, placed, direct, graph, outputs)
+                    continue
                 if node in biased:
                     add, bias = biased[node]
                     out = direct.get(add) or self.scratch(add.shape, add.dtype)
@@ -244,8 +300,28 @@ class GraphLowering:
                 what = f"lowering %{node.name} = {node.op}"
                 raise CompileError(f"llvm backend: {what} failed: {type(e).__name__}: {e}") from e
         for node, dest in zip(graph.outputs, outputs, strict=True):
-            if direct.get(node) is not dest:
+            if env[node] is not dest:
                 gemm.copy(self.k, env[node], dest)
+
+    def _lower_placing(self, node: Node, env, placed, direct, graph, outputs) -> View:
+        """A cat or an output transpose whose products (`_placed_products`) write straight into
+        their place in its value; the cat copies its other inputs in."""
+        if node.op == "transpose":  # a graph output: the product writes its transpose
+            out = outputs[graph.outputs.index(node)]
+            self._place(node.inputs[0], out.transpose((1, 0)), env)
+            return out
+        out = direct.get(node) or self.scratch(node.shape, node.dtype)
+        for x, dst in zip(node.inputs, cat_slices(self, node, out), strict=True):
+            if placed.get(x) is not node:
+                convert_copy(self, env[x], dst)
+            elif x.op == "transpose":
+                self._place(x.inputs[0], dst.transpose((1, 0)), env)
+            else:
+                self._place(x, dst, env)
+        return out
+
+    def _place(self, product: Node, dst: View, env) -> None:
+        self._emit_kernel(product, dst, [env[i] for i in product.inputs])
 
     def _constant(self, value: np.ndarray) -> View:
         """A constant as a global; a uniform one (zeros, say) as one element seen everywhere."""
@@ -275,13 +351,15 @@ class GraphLowering:
         self._emit_kernel(node, out, args)
         return out
 
-    def _emit_kernel(self, node: Node, out: View, args: list[View]) -> None:
+    def _emit_kernel(self, node: Node, out: View, args: list[View], kernel=None) -> None:
+        """Emit `kernel` (the op's by default) writing node's value into `out`."""
+        kernel = kernel or KERNELS[node.op]
         if self._in_kernel:  # inside a loop body: emit inline, in the loop's own function
-            KERNELS[node.op](self, node, out, *args)
+            kernel(self, node, out, *args)
         else:
-            self._emit_kernel_function(node, out, args)
+            self._emit_kernel_function(node, out, args, kernel)
 
-    def _emit_kernel_function(self, node: Node, out: View, args: list[View]) -> None:
+    def _emit_kernel_function(self, node: Node, out: View, args: list[View], kernel) -> None:
         """Emit the node's kernel as its own function and call it.
 
         One function per kernel keeps LLVM's work per function small: optimizing one huge
@@ -303,7 +381,7 @@ class GraphLowering:
         self._in_kernel = True
         try:
             with self.scope():
-                KERNELS[node.op](self, node, *local)
+                kernel(self, node, *local)
             self.k.builder.ret_void()
         finally:
             self._in_kernel = False
@@ -342,6 +420,104 @@ def _bias_adds(graph: Graph) -> dict[Node, tuple[Node, Node]]:
                 fused[mm] = (add, bias)
                 break
     return fused
+
+
+def _inlined_elementwise(graph: Graph, computed: set[Node]) -> set[Node]:
+    """Elementwise float ops computed inside the loop of their one user, another elementwise op
+    of the same shape (`fused_elementwise`): the chain (1 - h * h) * g takes one pass over memory,
+    not three. Also the reshapes between them that only add or drop dims of 1. Nodes in
+    `computed` are computed with another node already (a product's bias add)."""
+    outputs = set(graph.outputs)
+    inlined = set()
+
+    def single_use(n: Node) -> Node | None:
+        if n in outputs or len(n.users) != 1 or n.users[0].inputs.count(n) != 1:
+            return None
+        return n.users[0]
+
+    for node in graph.nodes:
+        if node.op not in FUSABLE or node.dtype.kind != "f" or node in computed:
+            continue
+        user = single_use(node)
+        via = None
+        if (
+            user is not None
+            and user.op == "reshape"
+            and _squeezed(user.shape) == _squeezed(node.shape)
+        ):
+            via, user = user, single_use(user)
+        if (
+            user is not None
+            and user.op in FUSABLE
+            and user not in computed
+            and user.shape == (via or node).shape
+        ):
+            inlined.add(node)
+            if via is not None:
+                inlined.add(via)
+    return inlined
+
+
+def _squeezed(shape) -> tuple:
+    return tuple(n for n in shape if n != 1)
+
+
+def _tree(node: Node, shape, env, inlined, leaves: list[View]):
+    """`fused_elementwise`'s tree for `node` (and the inlined nodes it reads), appending its
+    leaves to `leaves` as views of `shape` (the root's: the same but for dims of 1)."""
+    children = []
+    for i in node.inputs:
+        if i in inlined and i.op == "reshape":
+            i = i.inputs[0]
+        if i in inlined:
+            children.append(_tree(i, shape, env, inlined, leaves))
+        else:
+            children.append(len(leaves))
+            leaves.append(_with_shape(env[i].broadcast_to(node.shape), shape))
+    return (node, children)
+
+
+def _with_shape(view: View, shape) -> View:
+    """`view` seen with `shape`: the same dims but for dims of 1, added or dropped."""
+    if view.shape == tuple(shape):
+        return view
+    strides = iter([s for n, s in zip(view.shape, view.strides, strict=True) if n != 1])
+    new = tuple(0 if n == 1 else next(strides) for n in shape)
+    return replace(view, shape=tuple(shape), strides=new)
+
+
+def _placed_products(graph: Graph) -> dict[Node, Node]:
+    """2-D float products computed straight into their consumer's value, instead of into a
+    buffer of their own that the consumer then copies: product -> consumer, where the consumer
+    is a cat (a weight gradient's pieces), a 2-D transpose only a cat uses, or a transpose that
+    is an output (the product then writes its transpose: (A @ B).T = B.T @ A.T)."""
+    outputs = set(graph.outputs)
+    placed = {}
+    for mm in graph.nodes:
+        if (
+            mm.op != "matmul"
+            or len(mm.users) != 1
+            or mm in outputs
+            or mm.dtype.kind != "f"
+            or len(mm.shape) != 2
+            or any(len(i.shape) != 2 or i.dtype != mm.dtype for i in mm.inputs)
+        ):
+            continue
+        user = mm.users[0]
+        if user.op == "cat" and user.inputs.count(mm) == 1:
+            placed[mm] = user
+        elif user.op == "transpose" and len(user.shape) == 2 and user not in outputs:
+            if (
+                len(user.users) == 1
+                and user.users[0].op == "cat"
+                and user.users[0].inputs.count(user) == 1
+            ):
+                placed[mm] = user
+                placed[user] = user.users[0]
+        elif user.op == "transpose" and len(user.shape) == 2 and graph.outputs.count(user) == 1:
+            if not user.users:
+                placed[mm] = user
+    return placed
 
 
 class Runner:

@@ -230,6 +230,31 @@ def _elementwise(ctx, node, out: View, *args: View):
     k.loop_nest(out.shape, body, "e")
 
 
+# Float ops computed one element at a time from same-index elements: a chain of them runs as one
+# loop (see `fused_elementwise`).
+FUSABLE = frozenset(_ELEMENTWISE) - {"eq", "ne", "lt", "le", "gt", "ge"}
+
+
+def fused_elementwise(ctx, node, out: View, *leaves: View, tree):
+    """out = node's value: a tree of elementwise ops in one loop, the inner ops' values never
+    stored. `tree` is (node, children), each child a subtree or the int position of a leaf view in
+    `leaves` (already seen with out's shape)."""
+    k, b = ctx.k, ctx.k.builder
+
+    def value(tree, idx):
+        node, children = tree
+        vals = []
+        for child in children:
+            if isinstance(child, int):
+                v, dtype = k.load(leaves[child], idx), leaves[child].dtype
+            else:
+                v, dtype = value(child, idx), child[0].dtype
+            vals.append(_convert(b, v, dtype, node.dtype))
+        return _scalar(ctx, node.op, np.dtype(node.dtype), vals, node.params)
+
+    k.loop_nest(out.shape, lambda idx: k.store(value(tree, idx), out, idx), "f")
+
+
 @lowering("where")
 def _where(ctx, node, out: View, cond: View, a: View, x: View):
     k, b = ctx.k, ctx.k.builder
@@ -422,23 +447,34 @@ def _softmax(ctx, node, out: View, x: View):
 
 @lowering("cat", "stack")
 def _cat(ctx, node, out: View, *xs: View):
+    for x, dst in zip(xs, cat_slices(ctx, node, out), strict=True):
+        convert_copy(ctx, x, dst)
+
+
+def cat_slices(ctx, node, out: View) -> list[View]:
+    """Where each input of a cat or stack goes in its value `out`."""
     dim = node.params["dim"]
     start = 0
-    for x in xs:
+    slices = []
+    for x in node.inputs:
         if node.op == "stack":
-            dst = ctx.k.offset_view(out, dim, ir.Constant(I64, start))
+            slices.append(ctx.k.offset_view(out, dim, ir.Constant(I64, start)))
             start += 1
         else:
             n = x.shape[dim]
             step = ctx.k.builder.mul(ir.Constant(I64, start), ir.Constant(I64, out.strides[dim]))
             shape = out.shape[:dim] + (n,) + out.shape[dim + 1 :]
-            dst = View(out.ptr, ctx.k.builder.add(out.offset, step), shape, out.strides, out.dtype)
+            offset = ctx.k.builder.add(out.offset, step)
+            slices.append(View(out.ptr, offset, shape, out.strides, out.dtype))
             start += n
-        _convert_copy(ctx, x.broadcast_to(dst.shape) if x.shape != dst.shape else x, dst)
+    return slices
 
 
-def _convert_copy(ctx, src: View, dst: View) -> None:
-    """dst[...] = src[...], converting the dtype as numpy does (cat of float32 and float64)."""
+def convert_copy(ctx, src: View, dst: View) -> None:
+    """dst[...] = src[...], broadcasting src and converting its dtype as numpy does (a cat of
+    float32 and float64)."""
+    if src.shape != dst.shape:
+        src = src.broadcast_to(dst.shape)
     if src.dtype == dst.dtype:
         gemm.copy(ctx.k, src, dst)
         return
@@ -567,15 +603,19 @@ def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None)
     b2 = bmat
     if len(bmat.shape) == 1:
         b2 = View(bmat.ptr, bmat.offset, bmat.shape + (1,), bmat.strides + (1,), bmat.dtype)
+    if not out.is_contiguous:  # a 2-D product placed into a cat's value or an output's
+        assert bias is None and len(out.shape) == len(a.shape) == len(bmat.shape) == 2
+        if out.strides[1] != 1:  # into a transposed view: out.T = b.T @ a.T
+            a, bmat, out = bmat.transpose((1, 0)), a.transpose((1, 0)), out.transpose((1, 0))
+        _product(ctx, a, bmat, out, init=_zeros(ctx, out))
+        return
     m, n = a2.shape[-2], b2.shape[-1]
     batch = tuple(out.shape[: len(out.shape) - (len(a.shape) > 1) - (len(bmat.shape) > 1)])
-    assert out.is_contiguous, "kernels write into contiguous buffers"
     out2 = View(out.ptr, out.offset, batch + (m, n), contiguous_strides(batch + (m, n)), out.dtype)
     a3 = a2.broadcast_to(batch + a2.shape[-2:])
     b3 = b2.broadcast_to(batch + b2.shape[-2:])
     if bias is None:
-        gemm.fill(ctx.k, out, ctx.k.constant(0, out.dtype))
-        bias = View(out.ptr, out.offset, out2.shape, out2.strides, out.dtype)  # start from C
+        bias = _zeros(ctx, out2)
     start = _promote(ctx, bias, out.dtype).broadcast_to(out2.shape)
     rows = _merge_rows(a3)
     if len(b2.shape) == 2 and rows is not None and _merge_rows(start) is not None:
@@ -591,11 +631,20 @@ def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None)
     )
 
 
+def _zeros(ctx, like: View) -> View:
+    """Zeros of like's shape and dtype: one constant element seen everywhere. The products start
+    their sums from it in registers, with no pass over C to clear it first."""
+    zero = ctx.k.global_array(np.zeros(1, like.dtype), "zero")
+    return View(zero.ptr, zero.offset, like.shape, (0,) * len(like.shape), like.dtype)
+
+
 def _product(ctx, a: View, b: View, c: View, init=None, activation=None) -> None:
     """c = activation((init or c) + a @ b). A weight used as W.T (every `x @ W.T`) is read in
     place by the dot kernel or copied k-major for the axpy kernel, whichever costs less; the
     copy of a parameter is kept between calls."""
     if c.dtype.kind != "f":  # integer products: exact, in plain loops
+        if init is not None:
+            gemm.copy(ctx.k, init.broadcast_to(c.shape), c)
         gemm.scalar_kernel(ctx.k, a, b, c)
         return
     packed = ctx.existing_copy(b)  # e.g. a loop's weight, packed before its first step

@@ -211,3 +211,124 @@ def test_uniform_constant_bias_fused_into_the_product(m, assert_outputs_same):
 
     x = Tensor(np.random.default_rng(m).standard_normal((m, 40)).astype(F32), trainable=False)
     check_against_references(fn, [x], assert_outputs_same, what=f"rows {m}")
+
+
+TRANSPOSE_SHAPES = [(2, 2), (5, 3), (8, 8), (16, 16), (17, 9), (57, 128), (33, 70), (1, 40, 3)]
+TRANSPOSE_CASES = [("host", s, d) for s in TRANSPOSE_SHAPES for d in (np.float32, np.float64)] + [
+    (isa, s, np.float32) for isa in ("avx2", "generic") for s in ((17, 9), (33, 70))
+]
+
+
+@pytest.mark.parametrize(
+    "isa,shape,dtype",
+    TRANSPOSE_CASES,
+    ids=[f"{isa}-{'x'.join(map(str, s))}-{np.dtype(d).name}" for isa, s, d in TRANSPOSE_CASES],
+)
+def test_transposed_copies_match_references(monkeypatch, isa, shape, dtype, assert_outputs_same):
+    """Transposes materialized in blocks through registers (`packing.transpose`): whole and edge
+    blocks, sizes below and around the vector width, a batch of matrices, the last dims of a
+    slice; into an output, a cat and a sum."""
+    use_isa(monkeypatch, isa)
+    rng = np.random.default_rng(sum(shape))
+    x = Tensor(rng.standard_normal((*shape[:-2], shape[-2] + 2, shape[-1] + 1)).astype(dtype))
+    n = shape[-1]
+
+    def fn(x):
+        part = x[..., 1:-1, :-1]  # offset and strided rows
+        t = part.transpose(-1, -2)
+        return t, Tensor.cat((t, t * 2.0), -1), t.sum(-1)
+
+    check_against_references(fn, [x], assert_outputs_same, what=f"transpose {shape} of {n}")
+
+
+PLACED_SHAPES = [(1, 1, 1), (12, 57, 128), (7, 5, 3), (3, 17, 33), (40, 2, 9)]
+
+
+@pytest.mark.parametrize("m,k,n", PLACED_SHAPES)
+def test_products_placed_into_their_consumer_match_references(m, k, n, assert_outputs_same):
+    """Products written straight into a cat's value (along either dim, as themselves or
+    transposed) or into a transposed output, as a backward's weight gradients are; a product with
+    another user, or in a cat twice, keeps a buffer of its own."""
+    rng = np.random.default_rng(m * k * n)
+
+    def tensor(*shape):
+        return Tensor(rng.standard_normal(shape).astype(F32), trainable=False)
+
+    a, b, c = tensor(m, k), tensor(k, n), tensor(n, m)
+
+    def fn(a, b, c):
+        p, q = a @ b, c @ a  # (m, n), (n, k)
+        return (
+            Tensor.cat(((a @ b).transpose(0, 1), c @ a), 1),  # (n, m + k)
+            Tensor.cat((b.transpose(0, 1) @ a.transpose(0, 1), c), 0),  # (2n, m)
+            (c.transpose(0, 1) @ q).transpose(0, 1),  # an output written transposed
+            Tensor.cat((p, p), 0),
+            Tensor.cat((q, q * 2.0), 1) + q.sum(),
+        )
+
+    check_against_references(fn, [a, b, c], assert_outputs_same, what=f"{m}x{k}x{n}")
+
+
+FUSED_SHAPES = [(1,), (5, 3), (12, 1, 128), (4, 17, 33)]
+
+
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=["x".join(map(str, s)) for s in FUSED_SHAPES])
+def test_fused_elementwise_chains_match_references(shape, assert_outputs_same):
+    """Chains of elementwise ops computed in one loop (`fused_elementwise`): the tanh gradient
+    (1 - h * h) * g, through a reshape that drops a dim of 1, with broadcast operands, a float64
+    operand, math functions; an op with two users or that is an output is stored once."""
+    rng = np.random.default_rng(len(shape))
+
+    def tensor(shape, dtype=F32):
+        return Tensor(rng.standard_normal(shape).astype(dtype), trainable=False)
+
+    h, g, row = tensor(shape), tensor(shape), tensor(shape[-1:])
+    wide = tensor(shape, np.float64)
+    flat = tuple(n for n in shape if n != 1) or (1,)
+
+    def fn(h, g, row, wide):
+        grad = (1.0 - h * h) * g
+        shared = mytorch.exp(h * 0.5) + row
+        chained = (grad.reshape(flat) + 2.0) * mytorch.tanh(shared.reshape(flat))
+        return chained, shared, ((grad - wide).abs() + 1.0).sqrt() / (shared + 3.0)
+
+    check_against_references(fn, [h, g, row, wide], assert_outputs_same, what=f"{shape}")
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_elementwise_bias_of_a_fused_product_add_is_not_inlined(batch, assert_outputs_same):
+    """An add computed with its product (the bias starts its sums) keeps its operands stored."""
+    rng = np.random.default_rng(7)
+    w = Tensor(rng.standard_normal((4, 5)).astype(F32))
+    b = Tensor(rng.standard_normal(5).astype(F32))
+    x = Tensor(rng.standard_normal((*batch, 4)).astype(F32), trainable=False)
+
+    def fn(x):
+        return mytorch.tanh(x @ w + b * 2.0) * 3.0
+
+    check_against_references(fn, [x], assert_outputs_same, what=f"batch {batch}")
+
+
+def test_kept_copies_through_a_training_loop_and_after(assert_outputs_same):
+    """A weight changed on every call (a training loop) is repacked without a compare; every
+    call still sees the live weight, through the periodic compares and after the loop stops,
+    and a change after many unchanged calls is still seen."""
+    rnn, fn, inputs = rnn_case(RNN_SIZES[1])
+    compiled = mytorch.compile(fn, backend="llvm", fullgraph=True)
+    weight = rnn.i2h.weight.data
+
+    def check(what):
+        with mytorch.no_grad():
+            assert_outputs_same(compiled(*inputs), fn(*inputs), what=what)
+
+    for step in range(150):  # past the 8 changed calls that start it and two recompares
+        weight[step % weight.shape[0], -1] += 0.01
+        check(f"training step {step}")
+    for step in range(70):
+        check(f"unchanged call {step}")
+    weight *= 0.5
+    check("changed after the loop")
+    for step in range(12):
+        if step % 3 == 0:
+            weight[0, 0] += 0.25
+        check(f"changed now and then {step}")
