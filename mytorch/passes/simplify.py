@@ -7,6 +7,11 @@
 - getitem_grad(a, [:, 0:p]) + getitem_grad(b, [:, p:n]) -> cat(a, b): the gradient of a tensor
   read as slices that tile it (a weight split by `split_concat`) is its parts put side by side,
   with no zeros to fill and add.
+- transpose(transpose(a) @ b) -> transpose(b) @ a (2-D): a weight's gradient (of `x @ W.T`)
+  made in the layout it is returned in, not made transposed and then copied;
+- cat(a @ b1, a @ b2, dim=-1) -> a @ cat(b1, b2, dim=-1) (2-D, products used only there), when
+  the operands' cat copies less than the products' (a has more rows than columns): the pieces
+  of a split weight's gradient as one product.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ _IDENTITY_OPERAND = {  # op -> (identity constant, operand positions where it ma
 def simplify(graph: Graph) -> PassResult:
     changed = False
     for g, _ in subgraphs(graph):
-        changed |= _simplify(g)
+        while _simplify(g):  # a rewrite can make another one possible
+            changed = True
     return PassResult(graph, changed)
 
 
@@ -79,7 +85,56 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
             return graph.add_node("permute", [ins[0].inputs[0]], {"dims": composed})
     if op == "stack":
         return _unstack(node)
+    if op == "transpose" and ins[0].op == "matmul":
+        return _transpose_product(graph, node)
+    if op == "cat":
+        return _join_products(graph, node)
     return None
+
+
+def _read_once(graph: Graph, node: Node) -> bool:
+    return len(node.users) == 1 and node not in graph.outputs
+
+
+def _only_2d(*nodes: Node) -> bool:
+    return all(len(n.shape) == 2 for n in nodes)
+
+
+def _transpose_product(graph: Graph, node: Node) -> Node | None:
+    product = node.inputs[0]
+    a, b = product.inputs
+    if not _only_2d(product, a, b) or a.op != "transpose" or not _read_once(graph, product):
+        return None
+    b_t = graph.add_node("transpose", [b], {"d0": 0, "d1": 1})
+    return graph.add_node("matmul", [b_t, a.inputs[0]], {})
+
+
+def _same_value(x: Node, y: Node) -> bool:
+    """x is y, or the same view (transpose, reshape) of one value, before `cse` merges them."""
+    return x is y or (
+        x.op == y.op
+        and x.op in ("transpose", "reshape")
+        and x.params == y.params
+        and _same_value(x.inputs[0], y.inputs[0])
+    )
+
+
+def _join_products(graph: Graph, node: Node) -> Node | None:
+    parts = node.inputs
+    if len(parts) < 2 or node.params["dim"] not in (1, -1) or not _only_2d(node, *parts):
+        return None
+    if any(
+        p.op != "matmul"
+        or not _read_once(graph, p)
+        or not _same_value(p.inputs[0], parts[0].inputs[0])
+        for p in parts
+    ):
+        return None
+    a = parts[0].inputs[0]
+    if not _only_2d(a) or a.shape[1] >= a.shape[0] or len(set(parts)) != len(parts):
+        return None
+    right = graph.add_node("cat", [p.inputs[1] for p in parts], {"dim": 1})
+    return graph.add_node("matmul", [a, right], {})
 
 
 def _join_scatters(graph: Graph, node: Node) -> Node | None:

@@ -251,3 +251,83 @@ def test_gradients_of_slices_that_overlap_or_leave_gaps_stay_sums():
         """
     # add0 leaves column 2 out; add1's slices are on different dims and overlap.
     check_pass("simplify", graph)
+
+
+def test_a_transposed_product_of_a_transpose_is_made_in_its_own_layout():
+    # the gradient of W in x @ W.T: (x.T @ g).T is g.T @ x, with no transposed copy of the result
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[12,57], %g: f32[12,128]) {
+          %transpose0 = transpose(%x) {d0=0, d1=1} : f32[57,12]
+          %matmul0 = matmul(%transpose0, %g) : f32[57,128]
+          %transpose1 = transpose(%matmul0) {d0=0, d1=1} : f32[128,57]
+          return (%transpose1)
+        }
+        """,
+        """
+        graph(%x: f32[12,57], %g: f32[12,128]) {
+          %transpose2 = transpose(%g) {d0=0, d1=1} : f32[128,12]
+          %matmul1 = matmul(%transpose2, %x) : f32[128,57]
+          return (%matmul1)
+        }
+        """,
+    )
+
+
+def test_a_transposed_product_read_elsewhere_or_of_a_plain_operand_is_kept():
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[12,57], %g: f32[12,128], %y: f32[57,12]) {
+          %transpose0 = transpose(%x) {d0=0, d1=1} : f32[57,12]
+          %matmul0 = matmul(%transpose0, %g) : f32[57,128]
+          %transpose1 = transpose(%matmul0) {d0=0, d1=1} : f32[128,57]
+          %matmul1 = matmul(%y, %g) : f32[57,128]
+          %transpose2 = transpose(%matmul1) {d0=0, d1=1} : f32[128,57]
+          return (%transpose1, %matmul0, %transpose2)
+        }
+        """,
+    )
+
+
+def test_products_with_one_left_operand_side_by_side_become_one_product():
+    # a split weight's gradient: d.T @ x and d.T @ h_prev over 12 rows, as d.T @ cat(x, h_prev)
+    # (the cat copies 12 rows instead of 128); the transposes of one value count as one operand
+    check_pass(
+        "simplify",
+        """
+        graph(%d: f32[12,128], %x: f32[12,57], %h: f32[12,128]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[128,12]
+          %transpose1 = transpose(%d) {d0=0, d1=1} : f32[128,12]
+          %matmul0 = matmul(%transpose0, %x) : f32[128,57]
+          %matmul1 = matmul(%transpose1, %h) : f32[128,128]
+          %cat0 = cat(%matmul0, %matmul1) {dim=1} : f32[128,185]
+          return (%cat0)
+        }
+        """,
+        """
+        graph(%d: f32[12,128], %x: f32[12,57], %h: f32[12,128]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[128,12]
+          %cat1 = cat(%x, %h) {dim=1} : f32[12,185]
+          %matmul2 = matmul(%transpose0, %cat1) : f32[128,185]
+          return (%matmul2)
+        }
+        """,
+    )
+
+
+def test_products_side_by_side_stay_apart_when_their_operands_are_the_larger_copy():
+    # 2048 rows of operands against 128 of results: the results' cat is the cheaper copy
+    check_pass(
+        "simplify",
+        """
+        graph(%d: f32[2048,128], %x: f32[2048,57], %h: f32[2048,128]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[128,2048]
+          %matmul0 = matmul(%transpose0, %x) : f32[128,57]
+          %matmul1 = matmul(%transpose0, %h) : f32[128,128]
+          %cat0 = cat(%matmul0, %matmul1) {dim=1} : f32[128,185]
+          return (%cat0)
+        }
+        """,
+    )
