@@ -6,15 +6,20 @@
 - stack(x[0], x[1], ..., x[n-1]) -> x (the steps of a sequence put back together);
 - getitem_grad(a, [:, 0:p]) + getitem_grad(b, [:, p:n]) -> cat(a, b): the gradient of a tensor
   read as slices that tile it (a weight split by `split_concat`) is its parts put side by side,
-  with no zeros to fill and add.
+  with no zeros to fill and add;
 - transpose(transpose(a) @ b) -> transpose(b) @ a (2-D): a weight's gradient (of `x @ W.T`)
   made in the layout it is returned in, not made transposed and then copied;
 - cat(a @ b1, a @ b2, dim=-1) -> a @ cat(b1, b2, dim=-1) (2-D, products used only there), when
   the operands' cat copies less than the products' (a has more rows than columns): the pieces
-  of a split weight's gradient as one product.
+  of a split weight's gradient as one product;
+- last, once nothing above applies: a @ cat(zeros, y) -> a[:, k:] @ y (2-D, also through a
+  reshape folding the cat's leading dims): rows of zeros add nothing (a weight's gradient against
+  the states the steps start from, the first being zeros), and the cat's copy goes.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..ops.shape import Slice
@@ -33,17 +38,18 @@ _IDENTITY_OPERAND = {  # op -> (identity constant, operand positions where it ma
 def simplify(graph: Graph) -> PassResult:
     changed = False
     for g, _ in subgraphs(graph):
-        while _simplify(g):  # a rewrite can make another one possible
-            changed = True
+        for rewrite in (_rewrite, _late_rewrite):
+            while _simplify(g, rewrite):  # a rewrite can make another one possible
+                changed = True
     return PassResult(graph, changed)
 
 
-def _simplify(graph: Graph) -> bool:
+def _simplify(graph: Graph, rewrite) -> bool:
     changed = False
     for node in list(graph.nodes):
         if node.graph is not graph:  # removed by an earlier rewrite in this sweep
             continue
-        new = _rewrite(graph, node)
+        new = rewrite(graph, node)
         if new is not None:
             replace(graph, node, new)
             changed = True
@@ -92,6 +98,13 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
     return None
 
 
+def _late_rewrite(graph: Graph, node: Node) -> Node | None:
+    """Rewrites that would hide a better one from `_rewrite`: they run once it is done."""
+    if node.op == "matmul":
+        return _drop_zero_rows(graph, node)
+    return None
+
+
 def _read_once(graph: Graph, node: Node) -> bool:
     return len(node.users) == 1 and node not in graph.outputs
 
@@ -109,6 +122,35 @@ def _transpose_product(graph: Graph, node: Node) -> Node | None:
     return graph.add_node("matmul", [b_t, a.inputs[0]], {})
 
 
+def _drop_zero_rows(graph: Graph, node: Node) -> Node | None:
+    a, b = node.inputs
+    if not _only_2d(node, a, b):  # (after `_join_products`: a joined product keeps its zeros)
+        return None
+    joined = b.inputs[0] if b.op == "reshape" else b
+    if joined.op != "cat" or joined.params["dim"] != 0 or joined.shape[-1] != b.shape[1]:
+        return None
+    rows = [int(np.prod(p.shape[:-1], dtype=np.int64)) for p in joined.inputs]
+    zero = [_zeros(p) for p in joined.inputs]
+    kept = [k for k, z in enumerate(zero) if not z]
+    if not kept or len(kept) == len(zero) or kept != list(range(kept[0], kept[-1] + 1)):
+        return None
+    start = sum(rows[: kept[0]])
+    stop = start + sum(rows[k] for k in kept)
+    parts = [joined.inputs[k] for k in kept]
+    rest = parts[0] if len(parts) == 1 else graph.add_node("cat", parts, {"dim": 0})
+    if rest.shape != (stop - start, b.shape[1]):
+        rest = graph.add_node("reshape", [rest], {"shape": (stop - start, b.shape[1])})
+    index = (Slice(None, None, None), Slice(start, stop, None))
+    return graph.add_node("matmul", [graph.add_node("getitem", [a], {"index": index}), rest], {})
+
+
+def _zeros(node: Node) -> bool:
+    """A constant of zeros, or a view of one (before `const_fold` makes it a constant)."""
+    while node.op in ("reshape", "broadcast_to"):
+        node = node.inputs[0]
+    return const_equals(node, 0)
+
+
 def _same_value(x: Node, y: Node) -> bool:
     """x is y, or the same view (transpose, reshape) of one value, before `cse` merges them."""
     return x is y or (
@@ -120,21 +162,25 @@ def _same_value(x: Node, y: Node) -> bool:
 
 
 def _join_products(graph: Graph, node: Node) -> Node | None:
+    if not _joinable(graph, node):
+        return None
+    right = graph.add_node("cat", [p.inputs[1] for p in node.inputs], {"dim": 1})
+    return graph.add_node("matmul", [node.inputs[0].inputs[0], right], {})
+
+
+def _joinable(graph: Graph, node: Node) -> bool:
     parts = node.inputs
     if len(parts) < 2 or node.params["dim"] not in (1, -1) or not _only_2d(node, *parts):
-        return None
+        return False
     if any(
         p.op != "matmul"
         or not _read_once(graph, p)
         or not _same_value(p.inputs[0], parts[0].inputs[0])
         for p in parts
     ):
-        return None
+        return False
     a = parts[0].inputs[0]
-    if not _only_2d(a) or a.shape[1] >= a.shape[0] or len(set(parts)) != len(parts):
-        return None
-    right = graph.add_node("cat", [p.inputs[1] for p in parts], {"dim": 1})
-    return graph.add_node("matmul", [a, right], {})
+    return _only_2d(a) and a.shape[1] < a.shape[0] and len(set(parts)) == len(parts)
 
 
 def _join_scatters(graph: Graph, node: Node) -> Node | None:

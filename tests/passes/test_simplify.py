@@ -331,3 +331,47 @@ def test_products_side_by_side_stay_apart_when_their_operands_are_the_larger_cop
         }
         """,
     )
+
+
+def test_a_product_with_rows_of_zeros_skips_them():
+    # d.T @ (the states each step starts from, the first zeros): no cat, one step fewer to sum
+    check_pass(
+        "simplify",
+        """
+        graph(%d: f32[8,3], %hs: f32[4,2,3]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[3,8]
+          %c0 = const() {fill=0.0} : f32[1,2,3]
+          %getitem0 = getitem(%hs) {index=[:3]} : f32[3,2,3]
+          %cat0 = cat(%c0, %getitem0) {dim=0} : f32[4,2,3]
+          %reshape0 = reshape(%cat0) {shape=(8, 3)} : f32[8,3]
+          %matmul0 = matmul(%transpose0, %reshape0) : f32[3,3]
+          return (%matmul0)
+        }
+        """,
+        """
+        graph(%d: f32[8,3], %hs: f32[4,2,3]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[3,8]
+          %getitem0 = getitem(%hs) {index=[:3]} : f32[3,2,3]
+          %reshape1 = reshape(%getitem0) {shape=(6, 3)} : f32[6,3]
+          %getitem1 = getitem(%transpose0) {index=[:, 2:8]} : f32[3,6]
+          %matmul1 = matmul(%getitem1, %reshape1) : f32[3,3]
+          return (%matmul1)
+        }
+        """,
+    )
+
+
+def test_a_product_with_zero_rows_between_others_is_kept():
+    # (two products would be needed; a constant with one nonzero is not zeros)
+    check_pass(
+        "simplify",
+        """
+        graph(%a: f32[3,4], %x: f32[2,3]) {
+          %c0 = const() {value=[[0.0, 0.0, 1.0]]} : f32[1,3]
+          %c1 = const() {fill=0.0} : f32[1,3]
+          %cat0 = cat(%x, %c1, %c0) {dim=0} : f32[4,3]
+          %matmul0 = matmul(%a, %cat0) : f32[3,3]
+          return (%matmul0)
+        }
+        """,
+    )
