@@ -118,8 +118,15 @@ def _transpose_product(graph: Graph, node: Node) -> Node | None:
     a, b = product.inputs
     if not _only_2d(product, a, b) or a.op != "transpose" or not _read_once(graph, product):
         return None
+    if not (_swaps(node) and _swaps(a)):
+        return None
     b_t = graph.add_node("transpose", [b], {"d0": 0, "d1": 1})
     return graph.add_node("matmul", [b_t, a.inputs[0]], {})
+
+
+def _swaps(transpose: Node) -> bool:
+    """A transpose of a 2-D value that swaps its dims (not one naming the same dim twice)."""
+    return {transpose.params["d0"] % 2, transpose.params["d1"] % 2} == {0, 1}
 
 
 def _drop_zero_rows(graph: Graph, node: Node) -> Node | None:
@@ -127,7 +134,9 @@ def _drop_zero_rows(graph: Graph, node: Node) -> Node | None:
     if not _only_2d(node, a, b):  # (after `_join_products`: a joined product keeps its zeros)
         return None
     joined = b.inputs[0] if b.op == "reshape" else b
-    if joined.op != "cat" or joined.params["dim"] != 0 or joined.shape[-1] != b.shape[1]:
+    if joined.op != "cat" or joined.params["dim"] != 0 or len(joined.shape) < 2:
+        return None
+    if joined.shape[-1] != b.shape[1]:  # (a reshape that only folds the leading dims into rows)
         return None
     rows = [int(np.prod(p.shape[:-1], dtype=np.int64)) for p in joined.inputs]
     zero = [_zeros(p) for p in joined.inputs]

@@ -291,6 +291,21 @@ def test_a_transposed_product_read_elsewhere_or_of_a_plain_operand_is_kept():
     )
 
 
+def test_a_transposed_product_of_a_transpose_naming_one_dim_twice_is_kept():
+    # transpose(x, 0, 0) is x itself: the product is x @ g, not x.T @ g
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[3,3], %g: f32[3,3]) {
+          %transpose0 = transpose(%x) {d0=0, d1=0} : f32[3,3]
+          %matmul0 = matmul(%transpose0, %g) : f32[3,3]
+          %transpose1 = transpose(%matmul0) {d0=1, d1=-2} : f32[3,3]
+          return (%transpose1)
+        }
+        """,
+    )
+
+
 def test_products_with_one_left_operand_side_by_side_become_one_product():
     # a split weight's gradient: d.T @ x and d.T @ h_prev over 12 rows, as d.T @ cat(x, h_prev)
     # (the cat copies 12 rows instead of 128); the transposes of one value count as one operand
