@@ -62,16 +62,22 @@ def _loop_type(*args, body: Graph, sequences: int = 1, reverse: bool = False) ->
 
 # ---- backpropagation through time --------------------------------------------------------------
 #
-# With cotangents G[t] of every state hs[t], the total cotangent of hs[t] is
-#     L[t] = G[t] + (what step t+1 sends back to its incoming state).
-# 1. A reverse loop carries exactly that: C[t] = d body / d h_{t-1} at step t applied to
-#    G[t] + C[t+1], so L[t] = G[t] + C[t+1] and h0's gradient is C[0].
-# 2. The gradients of xs and of the invariants need no recurrence: they are the body's own
-#    gradient at every step, given L[t]. A body that works row by row on its batch (an rnn_step)
-#    gives all steps at once when the steps are folded into the batch: one large product for
-#    the weight gradient instead of T small ones.
+# One step's gradient is recorded once as a graph (`StepGradient`): given the cotangent
+# L[t] = G[t] + C[t+1] of its output (G: of hs[t] from outside, C[t+1]: what step t+1 sends back
+# to its incoming state), it gives C[t] and the step's share of the gradients of xs and of the
+# invariants.
+# 1. C[t] is usually a fixed linear map of one value the step computes from L[t] and its
+#    forward values: for an rnn_step, C[t] = d[t] @ w_hh with d[t] the pre-activation's
+#    cotangent. The reverse loop carries that value ("the frontier") instead of C: each step
+#    first applies the map to the carry (C[t+1] = d[t+1] @ w_hh), then computes its own d[t],
+#    and the loop's stacked output is every step's d.
+# 2. The gradients of xs and of the invariants need no recurrence: they are the step gradient's
+#    other outputs given d (and the forward values). A body that works row by row on its batch
+#    gives all steps at once when the steps are folded into the batch: one large product per
+#    weight gradient over the stacked d, instead of T small ones, and nothing recomputed.
 
 ROW_WISE = {"rnn_step", "rnn_cell", "add", "sub", "mul", "tanh", "sigmoid", "relu", "neg", "exp"}
+SEQUENCES = ("x", "h_prev", "h", "g")  # what the step gradient reads at step t, in this order
 
 
 def _loop_vjp(g, hs, *args, body: Graph, sequences: int = 1, reverse: bool = False):
@@ -80,41 +86,58 @@ def _loop_vjp(g, hs, *args, body: Graph, sequences: int = 1, reverse: bool = Fal
     (xs,), h0, invariants = _split(args, sequences)
     check_differentiable_body(body)
     steps, rows = xs.shape[0], h0.shape[0]
-    zeros = np.zeros(tuple(h0.shape), dtype=h0.dtype)
+    step = StepGradient(body)
 
     @functools.cache
     def h_prev():  # the state each step starts from, made only if a gradient reads it
         first = _unsqueeze(h0)
         return first if steps == 1 else bind("cat", first, _steps(hs, None, steps - 1), dim=0)
 
-    step_grad, fed = _state_gradient_body(body)
-    sequences_by_name = {"x": _given(xs), "h_prev": h_prev, "h": _given(hs), "g": _given(g)}
-    seqs = [sequences_by_name[name]() for name in fed["sequences"]]
-    used_invariants = [invariants[k] for k in fed["invariants"]]
-    carried = bind(
-        "loop", *seqs, zeros, *used_invariants, body=step_grad, sequences=len(seqs), reverse=True
+    stacked = {"x": _given(xs), "h_prev": h_prev, "h": _given(hs), "g": _given(g)}
+    seqs = [stacked[name]() for name in step.fed_sequences]
+    used_invariants = [invariants[k] for k in step.fed_invariants]
+    zeros = np.zeros(tuple(step.frontier.shape), dtype=step.frontier.dtype)
+    ds = bind(
+        "loop",
+        *seqs,
+        zeros,
+        *used_invariants,
+        body=step.loop_body,
+        sequences=len(seqs),
+        reverse=True,
     )
-    later = (
-        _unsqueeze(zeros)
-        if steps == 1
-        else bind("cat", _steps(carried, 1, steps), _unsqueeze(zeros), dim=0)
-    )
-    total = g + later
-    g_h0 = _step(carried, 0)
 
     def fold(v):
         return bind("reshape", v, shape=(steps * rows,) + tuple(v.shape[2:]))
 
-    x, h = body.inputs[0], body.inputs[1]
-    known = {x: lambda: fold(xs), h: lambda: fold(h_prev()), body.outputs[0]: lambda: fold(hs)}
-    known.update((i, _given(v)) for i, v in zip(body.inputs[2:], invariants, strict=True))
-    wanted = [x, *body.inputs[2:]]
-    cotangent = {body.outputs[0]: fold(total)}
-    grads = backpropagate(body, memoized_values(body, known), cotangent, wanted)
-    g_xs = grads[x]
+    # The steps' other gradients, all steps at once: the step gradient at the folded batch.
+    known = {step.sequences[name]: (lambda f=fn: fold(f())) for name, fn in stacked.items()}
+    known.update((i, _given(v)) for i, v in zip(step.invariants, invariants, strict=True))
+    known[step.frontier] = lambda: fold(ds)
+
+    def later_carry():  # C[t+1] for every step (C[T] = 0), only if a gradient reads it
+        last = _unsqueeze(_zeros_like(h0))
+        if steps == 1:
+            return fold(last)
+        sent = bind("reshape", folded(step.state_grad), shape=(steps,) + tuple(h0.shape))
+        return fold(bind("cat", _steps(sent, 1, steps), last, dim=0))
+
+    known[step.carry] = later_carry
+    folded = memoized_values(step.graph, known)
+    g_xs = folded(step.outputs["x"]) if "x" in step.outputs else None
     if g_xs is not None:
         g_xs = bind("reshape", g_xs, shape=tuple(xs.shape))
-    return (g_xs, g_h0, *(grads[i] for i in body.inputs[2:]))
+    g_invariants = [
+        folded(step.outputs[k]) if k in step.outputs else None for k in range(len(invariants))
+    ]
+    # h0's gradient: what step 0 sends back, from its frontier value.
+    first = {**known, step.frontier: lambda: _step(ds, 0)}
+    g_h0 = memoized_values(step.graph, first)(step.state_grad)
+    return (g_xs, g_h0, *g_invariants)
+
+
+def _zeros_like(v) -> np.ndarray:
+    return np.zeros(tuple(v.shape), dtype=v.dtype)
 
 
 def check_differentiable_body(body: Graph) -> None:
@@ -132,37 +155,93 @@ def check_differentiable_body(body: Graph) -> None:
             raise CompileError(f"loop: body op %{node.name} broadcasts across the batch rows")
 
 
-def _state_gradient_body(body: Graph) -> tuple[Graph, dict]:
-    """The reverse loop's step: (x_t, h_prev_t, h_t, g_t, carry, *invariants) -> the cotangent of
-    h_prev_t, given the cotangent g_t + carry of the step's output h_t. Inputs the gradient does
-    not read are dropped; `fed` says which sequences and invariants remain, in order."""
-    graph = Graph("body_grad")
-    x, h, *invariants = body.inputs
-    sequences = {
-        "x": graph.add_input("x", x.type),
-        "h_prev": graph.add_input("h_prev", h.type),
-        "h": graph.add_input("h", body.outputs[0].type),
-        "g": graph.add_input("g", body.outputs[0].type),
-    }
-    carry = graph.add_input("carry", h.type)
-    inv_inputs = [graph.add_input(i.name, i.type, rename=True) for i in invariants]
-    builder = GraphBuilder(graph)
-    with builder.recording():
-        known = {x: _given(TracerTensor(sequences["x"]))}
-        known[h] = _given(TracerTensor(sequences["h_prev"]))
-        known[body.outputs[0]] = _given(TracerTensor(sequences["h"]))
-        known.update(
-            (i, _given(TracerTensor(n))) for i, n in zip(invariants, inv_inputs, strict=True)
+class StepGradient:
+    """One step's gradient as a graph, and the reverse loop's body made from it.
+
+    `graph`: (x, h_prev, h, g, carry, *invariants) -> the cotangent of h_prev (`state_grad`) and
+    of x and the invariants (`outputs`, by "x" or invariant position; absent: no gradient), where
+    the step's output has the cotangent g + carry. `frontier`: the value the reverse loop carries
+    and stacks; `state_grad` depends on the step only through it. `loop_body`: (the sequences it
+    reads, the frontier of step t+1, the invariants it reads) -> the frontier of step t;
+    `fed_sequences` / `fed_invariants` say which, in order.
+    """
+
+    def __init__(self, body: Graph):
+        graph = Graph("step_grad")
+        x, h, *invariants = body.inputs
+        out_type = body.outputs[0].type
+        types = {"x": x.type, "h_prev": h.type, "h": out_type, "g": out_type}
+        seqs = {name: graph.add_input(name, types[name]) for name in SEQUENCES}
+        self.carry = graph.add_input("carry", h.type)
+        self.invariants = [graph.add_input(i.name, i.type, rename=True) for i in invariants]
+        builder = GraphBuilder(graph)
+        with builder.recording():
+            known = {x: seqs["x"], h: seqs["h_prev"], body.outputs[0]: seqs["h"]}
+            known.update(zip(invariants, self.invariants, strict=True))
+            known = {k: _given(TracerTensor(v)) for k, v in known.items()}
+            total = TracerTensor(seqs["g"]) + TracerTensor(self.carry)
+            wanted = [h, x, *invariants]
+            grads = backpropagate(
+                body, memoized_values(body, known), {body.outputs[0]: total}, wanted
+            )
+            g_h = grads[h] if grads[h] is not None else _zeros_like(h)
+            self.state_grad = builder.node(g_h)
+            self.outputs: dict = {}
+            for key, inp in [("x", x), *enumerate(invariants)]:
+                if grads[inp] is not None:
+                    self.outputs[key] = builder.node(grads[inp])
+        graph.set_outputs([self.state_grad, *self.outputs.values()])
+        remove_dead(graph)
+        self.graph, self.sequences = graph, seqs
+        self.frontier = _frontier(graph, self.state_grad, set(seqs.values()) | {self.carry})
+        self._loop_body()
+
+    def _loop_body(self) -> None:
+        seqs = self.sequences
+        loop_body = Graph("body_grad")
+        new_seqs = {name: loop_body.add_input(name, n.type) for name, n in seqs.items()}
+        carry = loop_body.add_input("carry", self.frontier.type)
+        new_inv = [loop_body.add_input(i.name, i.type, rename=True) for i in self.invariants]
+        builder = GraphBuilder(loop_body)
+        with builder.recording():
+            known = {seqs[name]: _given(TracerTensor(n)) for name, n in new_seqs.items()}
+            known.update(
+                (i, _given(TracerTensor(n))) for i, n in zip(self.invariants, new_inv, strict=True)
+            )
+            # what step t+1 sent back, from its frontier value
+            sent = {**known, self.frontier: _given(TracerTensor(carry))}
+            known[self.carry] = lambda: memoized_values(self.graph, sent)(self.state_grad)
+            out = builder.node(memoized_values(self.graph, known)(self.frontier))
+        loop_body.set_outputs([out])
+        remove_dead(loop_body)
+
+        def read(n):
+            return n.users or n in loop_body.outputs
+
+        self.fed_sequences = [name for name, n in new_seqs.items() if read(n)]
+        self.fed_invariants = [k for k, n in enumerate(new_inv) if read(n)]
+        loop_body.inputs = (
+            [new_seqs[n] for n in self.fed_sequences]
+            + [carry]
+            + [new_inv[k] for k in self.fed_invariants]
         )
-        total = TracerTensor(sequences["g"]) + TracerTensor(carry)
-        g_h = backpropagate(body, memoized_values(body, known), {body.outputs[0]: total}, [h])[h]
-        out = builder.node(g_h if g_h is not None else np.zeros(h.shape, h.dtype))
-    graph.set_outputs([out])
-    remove_dead(graph)
-    used = [name for name, node in sequences.items() if node.users or node in graph.outputs]
-    used_inv = [k for k, n in enumerate(inv_inputs) if n.users or n in graph.outputs]
-    graph.inputs = [sequences[n] for n in used] + [carry] + [inv_inputs[k] for k in used_inv]
-    return graph, {"sequences": used, "invariants": used_inv}
+        self.loop_body = loop_body
+
+
+def _frontier(graph: Graph, state_grad, varying_inputs: set) -> object:
+    """The value nearest `state_grad` from which it follows by a chain of ops whose other
+    operands are fixed over the steps (invariants, constants): walking back from `state_grad`
+    while exactly one operand varies."""
+    varying = set(varying_inputs)
+    for node in graph.nodes:
+        if any(i in varying for i in node.inputs):
+            varying.add(node)
+    node = state_grad
+    while True:
+        moving = [i for i in node.inputs if i in varying]
+        if len(moving) != 1 or moving[0] in varying_inputs:
+            return node
+        node = moving[0]
 
 
 def _given(value):

@@ -6,10 +6,20 @@
 - stack(x[0], x[1], ..., x[n-1]) -> x (the steps of a sequence put back together);
 - getitem_grad(a, [:, 0:p]) + getitem_grad(b, [:, p:n]) -> cat(a, b): the gradient of a tensor
   read as slices that tile it (a weight split by `split_concat`) is its parts put side by side,
-  with no zeros to fill and add.
+  with no zeros to fill and add;
+- transpose(transpose(a) @ b) -> transpose(b) @ a (2-D): a weight's gradient (of `x @ W.T`)
+  made in the layout it is returned in, not made transposed and then copied;
+- cat(a @ b1, a @ b2, dim=-1) -> a @ cat(b1, b2, dim=-1) (2-D, products used only there), when
+  the operands' cat copies less than the products' (a has more rows than columns): the pieces
+  of a split weight's gradient as one product;
+- last, once nothing above applies: a @ cat(zeros, y) -> a[:, k:] @ y (2-D, also through a
+  reshape folding the cat's leading dims): rows of zeros add nothing (a weight's gradient against
+  the states the steps start from, the first being zeros), and the cat's copy goes.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..ops.shape import Slice
@@ -28,16 +38,18 @@ _IDENTITY_OPERAND = {  # op -> (identity constant, operand positions where it ma
 def simplify(graph: Graph) -> PassResult:
     changed = False
     for g, _ in subgraphs(graph):
-        changed |= _simplify(g)
+        for rewrite in (_rewrite, _late_rewrite):
+            while _simplify(g, rewrite):  # a rewrite can make another one possible
+                changed = True
     return PassResult(graph, changed)
 
 
-def _simplify(graph: Graph) -> bool:
+def _simplify(graph: Graph, rewrite) -> bool:
     changed = False
     for node in list(graph.nodes):
         if node.graph is not graph:  # removed by an earlier rewrite in this sweep
             continue
-        new = _rewrite(graph, node)
+        new = rewrite(graph, node)
         if new is not None:
             replace(graph, node, new)
             changed = True
@@ -79,7 +91,105 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
             return graph.add_node("permute", [ins[0].inputs[0]], {"dims": composed})
     if op == "stack":
         return _unstack(node)
+    if op == "transpose" and ins[0].op == "matmul":
+        return _transpose_product(graph, node)
+    if op == "cat":
+        return _join_products(graph, node)
     return None
+
+
+def _late_rewrite(graph: Graph, node: Node) -> Node | None:
+    """Rewrites that would hide a better one from `_rewrite`: they run once it is done."""
+    if node.op == "matmul":
+        return _drop_zero_rows(graph, node)
+    return None
+
+
+def _read_once(graph: Graph, node: Node) -> bool:
+    return len(node.users) == 1 and node not in graph.outputs
+
+
+def _only_2d(*nodes: Node) -> bool:
+    return all(len(n.shape) == 2 for n in nodes)
+
+
+def _transpose_product(graph: Graph, node: Node) -> Node | None:
+    product = node.inputs[0]
+    a, b = product.inputs
+    if not _only_2d(product, a, b) or a.op != "transpose" or not _read_once(graph, product):
+        return None
+    if not (_swaps(node) and _swaps(a)):
+        return None
+    b_t = graph.add_node("transpose", [b], {"d0": 0, "d1": 1})
+    return graph.add_node("matmul", [b_t, a.inputs[0]], {})
+
+
+def _swaps(transpose: Node) -> bool:
+    """A transpose of a 2-D value that swaps its dims (not one naming the same dim twice)."""
+    return {transpose.params["d0"] % 2, transpose.params["d1"] % 2} == {0, 1}
+
+
+def _drop_zero_rows(graph: Graph, node: Node) -> Node | None:
+    a, b = node.inputs
+    if not _only_2d(node, a, b):  # (after `_join_products`: a joined product keeps its zeros)
+        return None
+    joined = b.inputs[0] if b.op == "reshape" else b
+    if joined.op != "cat" or joined.params["dim"] != 0 or len(joined.shape) < 2:
+        return None
+    if joined.shape[-1] != b.shape[1]:  # (a reshape that only folds the leading dims into rows)
+        return None
+    rows = [int(np.prod(p.shape[:-1], dtype=np.int64)) for p in joined.inputs]
+    zero = [_zeros(p) for p in joined.inputs]
+    kept = [k for k, z in enumerate(zero) if not z]
+    if not kept or len(kept) == len(zero) or kept != list(range(kept[0], kept[-1] + 1)):
+        return None
+    start = sum(rows[: kept[0]])
+    stop = start + sum(rows[k] for k in kept)
+    parts = [joined.inputs[k] for k in kept]
+    rest = parts[0] if len(parts) == 1 else graph.add_node("cat", parts, {"dim": 0})
+    if rest.shape != (stop - start, b.shape[1]):
+        rest = graph.add_node("reshape", [rest], {"shape": (stop - start, b.shape[1])})
+    index = (Slice(None, None, None), Slice(start, stop, None))
+    return graph.add_node("matmul", [graph.add_node("getitem", [a], {"index": index}), rest], {})
+
+
+def _zeros(node: Node) -> bool:
+    """A constant of zeros, or a view of one (before `const_fold` makes it a constant)."""
+    while node.op in ("reshape", "broadcast_to"):
+        node = node.inputs[0]
+    return const_equals(node, 0)
+
+
+def _same_value(x: Node, y: Node) -> bool:
+    """x is y, or the same view (transpose, reshape) of one value, before `cse` merges them."""
+    return x is y or (
+        x.op == y.op
+        and x.op in ("transpose", "reshape")
+        and x.params == y.params
+        and _same_value(x.inputs[0], y.inputs[0])
+    )
+
+
+def _join_products(graph: Graph, node: Node) -> Node | None:
+    if not _joinable(graph, node):
+        return None
+    right = graph.add_node("cat", [p.inputs[1] for p in node.inputs], {"dim": 1})
+    return graph.add_node("matmul", [node.inputs[0].inputs[0], right], {})
+
+
+def _joinable(graph: Graph, node: Node) -> bool:
+    parts = node.inputs
+    if len(parts) < 2 or node.params["dim"] not in (1, -1) or not _only_2d(node, *parts):
+        return False
+    if any(
+        p.op != "matmul"
+        or not _read_once(graph, p)
+        or not _same_value(p.inputs[0], parts[0].inputs[0])
+        for p in parts
+    ):
+        return False
+    a = parts[0].inputs[0]
+    return _only_2d(a) and a.shape[1] < a.shape[0] and len(set(parts)) == len(parts)
 
 
 def _join_scatters(graph: Graph, node: Node) -> Node | None:

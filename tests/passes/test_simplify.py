@@ -251,3 +251,142 @@ def test_gradients_of_slices_that_overlap_or_leave_gaps_stay_sums():
         """
     # add0 leaves column 2 out; add1's slices are on different dims and overlap.
     check_pass("simplify", graph)
+
+
+def test_a_transposed_product_of_a_transpose_is_made_in_its_own_layout():
+    # the gradient of W in x @ W.T: (x.T @ g).T is g.T @ x, with no transposed copy of the result
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[12,57], %g: f32[12,128]) {
+          %transpose0 = transpose(%x) {d0=0, d1=1} : f32[57,12]
+          %matmul0 = matmul(%transpose0, %g) : f32[57,128]
+          %transpose1 = transpose(%matmul0) {d0=0, d1=1} : f32[128,57]
+          return (%transpose1)
+        }
+        """,
+        """
+        graph(%x: f32[12,57], %g: f32[12,128]) {
+          %transpose2 = transpose(%g) {d0=0, d1=1} : f32[128,12]
+          %matmul1 = matmul(%transpose2, %x) : f32[128,57]
+          return (%matmul1)
+        }
+        """,
+    )
+
+
+def test_a_transposed_product_read_elsewhere_or_of_a_plain_operand_is_kept():
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[12,57], %g: f32[12,128], %y: f32[57,12]) {
+          %transpose0 = transpose(%x) {d0=0, d1=1} : f32[57,12]
+          %matmul0 = matmul(%transpose0, %g) : f32[57,128]
+          %transpose1 = transpose(%matmul0) {d0=0, d1=1} : f32[128,57]
+          %matmul1 = matmul(%y, %g) : f32[57,128]
+          %transpose2 = transpose(%matmul1) {d0=0, d1=1} : f32[128,57]
+          return (%transpose1, %matmul0, %transpose2)
+        }
+        """,
+    )
+
+
+def test_a_transposed_product_of_a_transpose_naming_one_dim_twice_is_kept():
+    # transpose(x, 0, 0) is x itself: the product is x @ g, not x.T @ g
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[3,3], %g: f32[3,3]) {
+          %transpose0 = transpose(%x) {d0=0, d1=0} : f32[3,3]
+          %matmul0 = matmul(%transpose0, %g) : f32[3,3]
+          %transpose1 = transpose(%matmul0) {d0=1, d1=-2} : f32[3,3]
+          return (%transpose1)
+        }
+        """,
+    )
+
+
+def test_products_with_one_left_operand_side_by_side_become_one_product():
+    # a split weight's gradient: d.T @ x and d.T @ h_prev over 12 rows, as d.T @ cat(x, h_prev)
+    # (the cat copies 12 rows instead of 128); the transposes of one value count as one operand
+    check_pass(
+        "simplify",
+        """
+        graph(%d: f32[12,128], %x: f32[12,57], %h: f32[12,128]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[128,12]
+          %transpose1 = transpose(%d) {d0=0, d1=1} : f32[128,12]
+          %matmul0 = matmul(%transpose0, %x) : f32[128,57]
+          %matmul1 = matmul(%transpose1, %h) : f32[128,128]
+          %cat0 = cat(%matmul0, %matmul1) {dim=1} : f32[128,185]
+          return (%cat0)
+        }
+        """,
+        """
+        graph(%d: f32[12,128], %x: f32[12,57], %h: f32[12,128]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[128,12]
+          %cat1 = cat(%x, %h) {dim=1} : f32[12,185]
+          %matmul2 = matmul(%transpose0, %cat1) : f32[128,185]
+          return (%matmul2)
+        }
+        """,
+    )
+
+
+def test_products_side_by_side_stay_apart_when_their_operands_are_the_larger_copy():
+    # 2048 rows of operands against 128 of results: the results' cat is the cheaper copy
+    check_pass(
+        "simplify",
+        """
+        graph(%d: f32[2048,128], %x: f32[2048,57], %h: f32[2048,128]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[128,2048]
+          %matmul0 = matmul(%transpose0, %x) : f32[128,57]
+          %matmul1 = matmul(%transpose0, %h) : f32[128,128]
+          %cat0 = cat(%matmul0, %matmul1) {dim=1} : f32[128,185]
+          return (%cat0)
+        }
+        """,
+    )
+
+
+def test_a_product_with_rows_of_zeros_skips_them():
+    # d.T @ (the states each step starts from, the first zeros): no cat, one step fewer to sum
+    check_pass(
+        "simplify",
+        """
+        graph(%d: f32[8,3], %hs: f32[4,2,3]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[3,8]
+          %c0 = const() {fill=0.0} : f32[1,2,3]
+          %getitem0 = getitem(%hs) {index=[:3]} : f32[3,2,3]
+          %cat0 = cat(%c0, %getitem0) {dim=0} : f32[4,2,3]
+          %reshape0 = reshape(%cat0) {shape=(8, 3)} : f32[8,3]
+          %matmul0 = matmul(%transpose0, %reshape0) : f32[3,3]
+          return (%matmul0)
+        }
+        """,
+        """
+        graph(%d: f32[8,3], %hs: f32[4,2,3]) {
+          %transpose0 = transpose(%d) {d0=0, d1=1} : f32[3,8]
+          %getitem0 = getitem(%hs) {index=[:3]} : f32[3,2,3]
+          %reshape1 = reshape(%getitem0) {shape=(6, 3)} : f32[6,3]
+          %getitem1 = getitem(%transpose0) {index=[:, 2:8]} : f32[3,6]
+          %matmul1 = matmul(%getitem1, %reshape1) : f32[3,3]
+          return (%matmul1)
+        }
+        """,
+    )
+
+
+def test_a_product_with_zero_rows_between_others_is_kept():
+    # (two products would be needed; a constant with one nonzero is not zeros)
+    check_pass(
+        "simplify",
+        """
+        graph(%a: f32[3,4], %x: f32[2,3]) {
+          %c0 = const() {value=[[0.0, 0.0, 1.0]]} : f32[1,3]
+          %c1 = const() {fill=0.0} : f32[1,3]
+          %cat0 = cat(%x, %c1, %c0) {dim=0} : f32[4,3]
+          %matmul0 = matmul(%a, %cat0) : f32[3,3]
+          return (%matmul0)
+        }
+        """,
+    )
