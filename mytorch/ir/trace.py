@@ -39,21 +39,6 @@ def user_location() -> str:
     return f"{where}: {line}" if line else where
 
 
-def _user_frame() -> tuple[str, int] | None:
-    """(file, line) of the user's code that made the current op (cheap: no source reading)."""
-    frame = sys._getframe(2)
-    inside = _INSIDE
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        known = inside.get(filename)
-        if known is None:
-            known = inside[filename] = _in_package(filename)
-        if not known:
-            return (filename, frame.f_lineno)
-        frame = frame.f_back
-    return None
-
-
 _INSIDE: dict[str, bool] = {}  # source file -> whether it is mytorch's own code
 
 
@@ -187,7 +172,20 @@ class Tracer:
             else:
                 inputs.append(self.lift(a if isinstance(a, Tensor) else _as_tensor(a)))
         node = graph.add_node(op_name, inputs, params)
-        node.loc = _user_frame()
+        # The user's line that made it: the innermost frame outside mytorch, walked from the
+        # caller of `apply` (record's only caller: its frame object is never made, and each
+        # frame object the walk makes costs ~2k instructions).
+        frame = sys._getframe(2)
+        inside = _INSIDE
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            known = inside.get(filename)
+            if known is None:
+                known = inside[filename] = _in_package(filename)
+            if not known:
+                node.loc = (filename, frame.f_lineno)
+                break
+            frame = frame.f_back
         return TracerTensor(node)
 
 

@@ -134,17 +134,23 @@ class PassManager:
     records: list[PassRecord] = field(default_factory=list)
     remarks: list[Remark] | None = None  # a list to collect fusion remarks into, or None
 
-    def run(self, graph: Graph) -> Graph:
+    def run(self, graph: Graph, *, verified: bool = True) -> Graph:
+        """Run the passes on `graph`. `verified=False` takes a graph not verified yet (a fresh
+        trace): the first pass's result is verified whether or not it changed the graph, so a
+        traced loop is verified once `roll` has made it one step long, not T steps long."""
         global _remarks, _current_pass
         saved = _remarks, _current_pass
         _remarks = self.remarks
         try:
             with collector_paused():  # (see collector_paused: rewriting a long graph)
-                return self._run(graph)
+                graph = self._run(graph, verified)
+                if not self.passes and not verified:
+                    verify(graph)
+                return graph
         finally:
             _remarks, _current_pass = saved
 
-    def _run(self, graph: Graph) -> Graph:
+    def _run(self, graph: Graph, verified: bool) -> Graph:
         global _current_pass
         done: list[str] = []
         for name, pass_ in self.passes:
@@ -158,8 +164,9 @@ class PassManager:
                 result = pass_(graph)
                 seconds = time.perf_counter() - start
                 graph, changed = _unpack(result, graph, snapshot)
-                if changed:  # (an unchanged graph is as valid as it was)
+                if changed or not verified:  # (an unchanged graph is as valid as it was)
                     verify(graph)
+                    verified = True
             except Exception as e:
                 raise RuntimeError(f"pass {name!r} failed after passes {done}: {e}") from e
             self.records.append(PassRecord(name, before, len(graph), changed, seconds))

@@ -162,6 +162,28 @@ def test_a_pass_that_breaks_the_graph_is_caught_by_the_verifier_and_named():
     assert [r.name for r in manager.records] == ["simplify", "cse"]
 
 
+
+def broken() -> Graph:
+    g = graph()
+    g.nodes[1].type = TensorType((7, 7), np.dtype(np.float32))  # %mul0's recorded type is wrong
+    return g
+
+
+def look(g: Graph) -> PassResult:
+    return PassResult(g, False)
+
+
+@pytest.mark.parametrize("passes", [[], [look], ["dce"], [look, "dce"]])
+def test_an_unverified_input_is_verified_after_the_first_pass_changed_or_not(passes):
+    """A fresh trace goes in unverified (run(verified=False)): what the first pass returns is
+    verified even when that pass changed nothing, and with no passes the graph itself is."""
+    with pytest.raises((RuntimeError, VerifyError)) as info:
+        PassManager(resolve_pipeline(passes)).run(broken(), verified=False)
+    error = info.value if isinstance(info.value, VerifyError) else info.value.__cause__
+    assert isinstance(error, VerifyError)
+    assert "f32[7,7]" in str(error)
+    PassManager([("look", look)]).run(broken())  # verified=True: trusted as given
+
 def test_a_pass_that_raises_is_wrapped_with_the_passes_before_it():
     def explode(g):
         raise KeyError("boom")
