@@ -12,6 +12,7 @@
 
 The lowering picks the form by a cost model (`prefers_packing`): the axpy form needs W.T copied
 k-major, which for a parameter is a copy kept between calls (see `GraphLowering.kept_transpose`).
+A plain row-major B goes into panels first when many rows of A use it (`prefers_panels`).
 Vector width comes from the host's features (AVX-512, AVX2, or a generic 4 lanes). Each C element
 sums its products in an order fixed at compile time. Leftover rows, columns and k steps use
 smaller tiles, masked vectors or scalar code.
