@@ -641,7 +641,8 @@ def _zeros(ctx, like: View) -> View:
 def _product(ctx, a: View, b: View, c: View, init=None, activation=None) -> None:
     """c = activation((init or c) + a @ b). A weight used as W.T (every `x @ W.T`) is read in
     place by the dot kernel or copied k-major for the axpy kernel, whichever costs less; the
-    copy of a parameter is kept between calls."""
+    copy of a parameter is kept between calls. A plain B with many rows of A is copied into
+    column panels."""
     if c.dtype.kind != "f":  # integer products: exact, in plain loops
         if init is not None:
             gemm.copy(ctx.k, init.broadcast_to(c.shape), c)
@@ -654,6 +655,8 @@ def _product(ctx, a: View, b: View, c: View, init=None, activation=None) -> None
         b = ctx.kept_transpose(b, a.shape[0]) if _keep(b) else ctx.contiguous(b)
     elif b.strides[0] == 1:  # the dot form reads rows of A as vectors
         a = ctx.contiguous(a)
+    elif gemm.prefers_panels(a, b):  # a plain B (a backward's G @ W), copied once per call
+        b = ctx.panels(b, a.shape[0])
     gemm.accumulate(ctx.k, a, b, c, init, activation, ctx.reverse_k)
 
 

@@ -269,6 +269,55 @@ def test_products_placed_into_their_consumer_match_references(m, k, n, assert_ou
     check_against_references(fn, [a, b, c], assert_outputs_same, what=f"{m}x{k}x{n}")
 
 
+# (rows of A, k, n of B, dtype): B copied into column panels (gemm.prefers_panels)
+PANEL_SHAPES = [
+    (128, 1, 65, np.float32),  # k = 1; n one column past a panel
+    (131, 3, 100, np.float32),  # rows not a multiple of the row tile
+    (128, 300, 200, np.float32),  # a last panel of a partial vector
+    (130, 1100, 67, np.float32),  # k over one cache block
+    (129, 17, 257, np.float64),
+]
+PANEL_CASES = [("host", *s) for s in PANEL_SHAPES] + [
+    (isa, 131, 3, 100, np.float32) for isa in ("avx2", "generic")
+]
+
+
+@pytest.mark.parametrize(
+    "isa,m,k,n,dtype",
+    PANEL_CASES,
+    ids=[f"{isa}-{m}x{k}x{n}-{np.dtype(d).name}" for isa, m, k, n, d in PANEL_CASES],
+)
+def test_products_of_a_plain_b_in_panels_match_references(
+    monkeypatch, isa, m, k, n, dtype, assert_outputs_same
+):
+    """A @ B with B's rows contiguous (a backward's G @ W) and many rows of A copies B into
+    column panels: with and without a bias fused in, rows merged from a 3-D A, a B sliced from
+    a wider matrix; an A read down its columns keeps B as it is."""
+    use_isa(monkeypatch, isa)
+    chosen = []
+    original = gemm.prefers_panels
+    monkeypatch.setattr(
+        gemm, "prefers_panels", lambda a, b: chosen.append(original(a, b)) or chosen[-1]
+    )
+    rng = np.random.default_rng(m + k + n)
+
+    def tensor(*shape):  # positive: no cancellation in long float32 sums to magnify rounding
+        return Tensor(rng.uniform(0.5, 1.5, shape).astype(dtype), trainable=False)
+
+    a, b, wide, bias = tensor(m, k), tensor(k, n), tensor(k, n + 3), tensor(n)
+
+    def fn(a, b, wide, bias):
+        return (
+            a @ b,
+            a @ b + bias,
+            a.reshape(1, m, k) @ wide[:, 1:-2],
+            a.transpose(0, 1).transpose(0, 1) @ b * 2.0,
+        )
+
+    check_against_references(fn, [a, b, wide, bias], assert_outputs_same, what=f"{m}x{k}x{n}")
+    assert any(chosen), "no product took the panel path"
+
+
 FUSED_SHAPES = [(1,), (5, 3), (12, 1, 128), (4, 17, 33)]
 
 
