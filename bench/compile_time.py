@@ -6,8 +6,9 @@
 
 A compile's time is what bench/rnn.py reports for W1: a fresh compiled function's first call
 minus a warm call, after `import mytorch` and LLVM's one-time initialization (a warm-up compile of
-another function). Every compile is a new `mytorch.compile` of a new function, so nothing is
-cached across them; the table shows the median of `--repeats` compiles.
+another function). Every compile runs in a process of its own, so that nothing is cached across
+them and no compile pays for another's garbage (a T=5000 trace left for the collector costs a
+later compile tens of ms); the table shows the median of `--repeats` compiles.
 
 Programs, both at I=57, H=128, B=1 in float32:
 - tutorial loop: the tutorial's RNN class (O=18) run by `for t in range(T): out, h = rnn(xs[t], h)`,
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,7 +70,29 @@ def inputs(steps: int):
     return mytorch.randn(steps, BATCH, INPUT)
 
 
-def cold_compile_s(make, steps: int) -> float:
+def cold_compile_s(program: str, steps: int) -> float:
+    """A cold compile of `program` at `steps` steps, in a fresh Python process."""
+    command = [sys.executable, "-m", "bench.compile_time", "--child", program, str(steps)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"compiling {program} at T={steps} failed:\n{done.stderr}")
+    return float(done.stdout.split()[-1])
+
+
+def child(program: str, steps: int) -> None:
+    """Print one cold compile's seconds (the process `cold_compile_s` starts)."""
+    warm_up()
+    print(first_call_minus_warm_s(PROGRAMS[program], steps))
+
+
+def warm_up() -> None:
+    """LLVM's one-time initialization, and a warm-up compile of something else."""
+    llvm()
+    with mytorch.no_grad():
+        mytorch.compile(lambda a, b: a * b + a)(mytorch.randn(4), mytorch.randn(4))
+
+
+def first_call_minus_warm_s(make, steps: int) -> float:
     """A new compiled function's first call minus its warm call (median of WARM_CALLS)."""
     compiled = mytorch.compile(make())
     xs = inputs(steps)
@@ -110,6 +134,7 @@ def parse_args(argv):
     parser.add_argument("--steps", default="12,100,1000,5000", help="comma-separated T values")
     parser.add_argument("--repeats", type=int, default=5, help="cold compiles per cell")
     parser.add_argument("--stages", action="store_true", help="also time each stage")
+    parser.add_argument("--child", nargs=2, metavar=("PROGRAM", "T"), help=argparse.SUPPRESS)
     stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
     parser.add_argument(
         "--json", type=Path, default=REPO / "bench" / "results" / f"compile-{stamp}.json"
@@ -121,21 +146,25 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    llvm()  # LLVM's one-time initialization, and a warm-up compile of something else
-    with mytorch.no_grad():
-        mytorch.compile(lambda a, b: a * b + a)(mytorch.randn(4), mytorch.randn(4))
+    if args.child:
+        child(args.child[0], int(args.child[1]))
+        return 0
+    warm_up()
     facts = machine_facts()
     facts["git"] = git_revision(Path(mytorch.__file__).resolve().parents[1])  # the mytorch timed
     load = facts["load_average_1min"]
     print(f"CPU: {facts['cpu']} ({facts['cores']} cores), load average {load:.2f}")
     print(f"python {facts['python']}, numpy {facts['numpy']}, git {facts['git']}")
     print(f"mytorch from {Path(mytorch.__file__).parent}")
-    print(f"compile time = first call - warm call; median of {args.repeats} fresh compiles\n")
+    print(
+        f"compile time = first call - warm call; median of {args.repeats} cold compiles, "
+        "each in a fresh process\n"
+    )
 
     results: dict[str, dict[int, float]] = {}
-    for program, make in PROGRAMS.items():
+    for program in PROGRAMS:
         results[program] = {
-            t: statistics.median(cold_compile_s(make, t) for _ in range(args.repeats))
+            t: statistics.median(cold_compile_s(program, t) for _ in range(args.repeats))
             for t in args.steps
         }
     headers = ["program"] + [f"T={t}" for t in args.steps]
