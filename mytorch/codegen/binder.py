@@ -464,30 +464,31 @@ def _emit(abi: ABI) -> str:
         b.icmp_unsigned("==", kind, b.inttoptr(e.word(plan, TYPE_B), PTR)),
     )
     fail_if(b.and_(is_arg, b.not_(known)), input_code, "holder_type")
+
+    def attribute(name_word: int, label: str) -> ir.Value:
+        """obj.<name> (a new reference); when it is missing, this input's code for the general
+        path, the AttributeError cleared."""
+        value = e.capi("PyObject_GetAttr", obj, b.inttoptr(e.word(plan, name_word), PTR))
+        missing, found = e.block(f"no_{label}"), e.block(label)
+        b.cbranch(b.icmp_unsigned("==", value, PTR(None)), missing, found)
+        b.position_at_end(missing)
+        e.capi("PyErr_Clear")
+        b.store(input_code, code)
+        b.branch(fail)
+        b.position_at_end(found)
+        return value
+
     read_trainable, read_data = e.block("read_trainable"), e.block("read_data")
     b.cbranch(flag(NO_TRAINABLE), read_trainable, read_data)
     b.position_at_end(read_trainable)
-    trainable = e.capi("PyObject_GetAttr", obj, b.inttoptr(e.word(plan, TRAINABLE_NAME), PTR))
-    missing, found = e.block("no_trainable"), e.block("trainable")
-    b.cbranch(b.icmp_unsigned("==", trainable, PTR(None)), missing, found)
-    b.position_at_end(missing)
-    e.capi("PyErr_Clear")
-    b.store(input_code, code)
-    b.branch(fail)
-    b.position_at_end(found)
+    trainable = attribute(TRAINABLE_NAME, "trainable")
     e.capi("Py_DecRef", trainable)  # only its identity is compared below
     is_false = b.icmp_unsigned("==", trainable, b.inttoptr(e.word(plan, FALSE), PTR))
     fail_if(b.not_(is_false), const(TRAINABLE), "not_trainable")
     b.branch(read_data)
     b.position_at_end(read_data)
-    data = e.capi("PyObject_GetAttr", obj, b.inttoptr(e.word(plan, DATA_NAME), PTR))
-    no_data, has_data = e.block("no_data"), e.block("has_data")
-    b.cbranch(b.icmp_unsigned("==", data, PTR(None)), no_data, has_data)
-    b.position_at_end(no_data)
-    e.capi("PyErr_Clear")
-    b.store(input_code, code)
-    b.branch(fail)
-    b.position_at_end(has_data)
+    data = attribute(DATA_NAME, "has_data")
+    has_data = b.block
     b.branch(have)
 
     b.position_at_end(have)
