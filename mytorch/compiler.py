@@ -179,31 +179,23 @@ class CompiledFunction:
     # ---- calling ---------------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
-        # The fast path: the last signature again, called with tensors only. Its bound call
-        # checks every array (and that nothing is trainable, when gradients are on) in native
-        # code; whatever it does not take comes back as an int, for the general path.
-        fast = self._fast
-        if (
-            fast is not None
-            and not kwargs
-            and _eager._tracer is None
-            and fast.grad_enabled == _eager._grad_enabled
-            and fast.train_mode == getattr(self._fn, "training", None)
-        ):
-            result = fast.bound(*args)
-            if type(result) is not int:
-                return result if fast.finish is None else fast.finish(result)
-        last = self._fast_training
-        if (
-            last is not None
-            and not kwargs
-            and _eager._tracer is None
-            and _eager._grad_enabled
-            and last.train_mode == getattr(self._fn, "training", None)
-        ):
-            result = last.call(args)
-            if result is not None:
-                return result
+        if not kwargs and _eager._tracer is None:
+            mode = getattr(self._fn, "training", None)
+            # The last signature run without a tape, again with tensors only: its bound call checks
+            # every array (and that nothing is trainable, when gradients are on) in native code;
+            # whatever it does not take comes back as an int, for the general path.
+            fast = self._fast
+            grad = _eager._grad_enabled
+            if fast is not None and fast.train_mode == mode and fast.grad_enabled == grad:
+                result = fast.bound(*args)
+                if type(result) is not int:
+                    return result if fast.finish is None else fast.finish(result)
+            # The last call that needed gradients again (None when it is not).
+            last = self._fast_training
+            if last is not None and grad and last.train_mode == mode:
+                result = last.call(args)
+                if result is not None:
+                    return result
         return self._call(args, kwargs)
 
     def _call(self, args, kwargs):
@@ -369,10 +361,7 @@ def _bind(runner, n_args: int, trace: TraceResult, *, grad_enabled: bool):
     outputs are made into Tensors natively, as `wrap` makes them."""
     from .nn import Parameter
 
-    spec = trace.out_spec
-    single = not trace.out_static and spec.kind == "leaf"
-    flat = not trace.out_static and spec.kind == "tuple"
-    flat = flat and all(c.kind == "leaf" for c in spec.children)
+    single = not trace.out_static and trace.out_spec.kind == "leaf"
     bound = runner.fast_call(
         n_args,
         holders=(Tensor, Parameter),
@@ -381,7 +370,8 @@ def _bind(runner, n_args: int, trace: TraceResult, *, grad_enabled: bool):
         wrap=(Tensor, wrap_fields("compiled")),
         single=single,
     )
-    finish = None if single or flat else (lambda tensors: trace.assemble(list(tensors)))
+    assemble = None if single or trace.returns_flat_tuple else trace.assemble
+    finish = None if assemble is None else (lambda tensors: assemble(list(tensors)))
     return bound, finish
 
 

@@ -112,18 +112,23 @@ class TraceResult:
     out_is_tensor: list[bool] = field(default_factory=list)  # per output leaf
     out_static: list = field(default_factory=list)  # the non-tensor output leaves, in order
 
-    def assemble(self, tensors: list):
-        """The function's return value, rebuilt around freshly computed output tensors."""
+    @functools.cached_property
+    def returns_flat_tuple(self) -> bool:
+        """Whether the function returns a plain tuple of tensors (the common case)."""
         spec = self.out_spec
-        if (
+        return (
             not self.out_static
             and spec.kind == "tuple"
             and all(c.kind == "leaf" for c in spec.children)
-        ):
+        )
+
+    def assemble(self, tensors: list):
+        """The function's return value, rebuilt around freshly computed output tensors."""
+        if self.returns_flat_tuple:
             return tuple(tensors)  # the common case, without the general walk
         static, produced = iter(self.out_static), iter(tensors)
         leaves = [next(produced) if t else next(static) for t in self.out_is_tensor]
-        return pytree.unflatten(spec, leaves)
+        return pytree.unflatten(self.out_spec, leaves)
 
 
 class Tracer:
