@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 import pytest
+from tests.codegen.odd_arrays import read_only, unaligned
 
 import mytorch
 from mytorch import Tensor, nn
@@ -169,20 +170,6 @@ def test_alternating_signatures_and_grad_modes(path, assert_same):
 
 
 # ---- guards: inputs ---------------------------------------------------------------------------
-
-
-def unaligned(a: np.ndarray) -> np.ndarray:
-    raw = np.zeros(a.nbytes + 1, np.uint8)
-    out = raw[1:].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    assert not out.flags.aligned
-    return out
-
-
-def read_only(a: np.ndarray) -> np.ndarray:
-    a = a.copy()
-    a.flags.writeable = False
-    return a
 
 
 class TensorSubclass(Tensor):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.codegen.odd_arrays import read_only, unaligned
 
 import mytorch
 from mytorch import Tensor, nn
@@ -127,21 +128,6 @@ def test_a_non_ndarray_raises_type_error(spied, make):
     with pytest.raises(TypeError, match="'x'"):
         runner([make(x), w])
     assert spy.calls == 0
-
-
-def unaligned(a: np.ndarray) -> np.ndarray:
-    """A copy of `a` starting one byte past an aligned address (numpy's aligned flag is False)."""
-    raw = np.zeros(a.nbytes + 1, np.uint8)
-    out = raw[1:].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    assert not out.flags.aligned
-    return out
-
-
-def read_only(a: np.ndarray) -> np.ndarray:
-    a = a.copy()
-    a.flags.writeable = False
-    return a
 
 
 ODD_LAYOUTS = {
