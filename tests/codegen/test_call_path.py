@@ -16,12 +16,12 @@ import threading
 
 import numpy as np
 import pytest
-from tests.codegen.odd_arrays import read_only, unaligned
 
 import mytorch
 from mytorch import Tensor, nn
 from mytorch.codegen import BACKENDS, binder
 from mytorch.tensor import wrap, wrap_fields
+from tests.odd_arrays import read_only, unaligned
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 

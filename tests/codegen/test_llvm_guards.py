@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.codegen.odd_arrays import read_only, unaligned
 
 import mytorch
 from mytorch import Tensor, nn
 from mytorch.codegen import BACKENDS
 from mytorch.tensor import apply
+from tests.odd_arrays import read_only, unaligned
 
 F32 = np.dtype(np.float32)
 
