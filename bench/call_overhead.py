@@ -30,8 +30,15 @@ from pathlib import Path
 import numpy as np
 
 import mytorch
-from bench.common import format_seconds, machine_facts, markdown_table, write_json
-from mytorch import Tensor, nn
+from bench.common import (
+    RNN,
+    format_seconds,
+    machine_facts,
+    make_seq,
+    markdown_table,
+    write_json,
+)
+from mytorch import Tensor
 from mytorch.codegen import binder
 from mytorch.codegen.runtime import NativeFunction
 
@@ -60,19 +67,6 @@ def timing(fn, budget_s: float) -> dict:
     batches = max(15, int(budget_s / (batch * one)))
     times = batch_times(fn, batch, batches)
     return {"median_s": statistics.median(times), "min_s": min(times), "calls": batch * batches}
-
-
-class RNN(nn.Module):
-    """The tutorial's RNN cell (as bench/rnn.py and the names example use it)."""
-
-    def __init__(self, input_size, hidden_size, output_size):
-        super().__init__()
-        self.i2h = nn.Linear(input_size + hidden_size, hidden_size)
-        self.h2o = nn.Linear(hidden_size, output_size)
-
-    def forward(self, x, hidden):
-        hidden = mytorch.tanh(self.i2h(Tensor.cat((x, hidden), 1)))
-        return self.h2o(hidden), hidden
 
 
 def raw_entry_call(runner, arrays: list[np.ndarray]):
@@ -137,15 +131,7 @@ def w1_rows(budget: float) -> list[tuple[str, dict]]:
     mytorch.manual_seed(0)
     steps, batch, inputs, hidden, outputs = 12, 1, 57, 128, 18
     rnn = RNN(inputs, hidden, outputs)
-
-    def seq(xs):
-        h = mytorch.zeros(batch, hidden)
-        outs = []
-        for t in range(xs.shape[0]):
-            out, h = rnn(xs[t], h)
-            outs.append(out)
-        return mytorch.stack(outs), h
-
+    seq = make_seq(rnn, batch, hidden)
     xs = mytorch.randn(steps, batch, inputs)
     c = mytorch.compile(seq)
     with mytorch.no_grad():
