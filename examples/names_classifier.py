@@ -32,6 +32,8 @@ from mytorch import Tensor, nn, optim
 LETTERS = string.ascii_letters + " .,;'"
 N_LETTERS = len(LETTERS)  # 57
 LETTER_INDEX = {letter: i for i, letter in enumerate(LETTERS)}
+_LETTER_OF_BYTE = np.zeros(128, np.intp)  # ASCII code -> index in LETTERS (names hold only LETTERS)
+_LETTER_OF_BYTE[[ord(letter) for letter in LETTERS]] = np.arange(N_LETTERS)
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "names"
 TEST_FRACTION = 0.1
 SPLIT_SEED = 0  # fixed: every training run is scored on the same held-out names
@@ -88,25 +90,35 @@ def split_names(
 
 def encode(names: list[str]) -> np.ndarray:
     """One-hot letters of equal-length names: a (length, batch, N_LETTERS) float32 array."""
+    return one_hot(letter_indices(names))
+
+
+def letter_indices(names: list[str]) -> np.ndarray:
+    """The index in LETTERS of every letter of equal-length names: a (length, batch) array."""
     length = len(names[0])
     if any(len(name) != length for name in names):
         raise ValueError(f"names in one batch must have the same length, got {names}")
-    onehot = np.zeros((length, len(names), N_LETTERS), dtype=np.float32)
-    for b, name in enumerate(names):
-        for t, letter in enumerate(name):
-            onehot[t, b, LETTER_INDEX[letter]] = 1.0
+    codes = np.frombuffer("".join(names).encode("ascii"), np.uint8).reshape(len(names), length)
+    return _LETTER_OF_BYTE[codes].T
+
+
+def one_hot(letters: np.ndarray) -> np.ndarray:
+    """(length, batch) letter indices -> (length, batch, N_LETTERS) float32 one-hot vectors."""
+    length, batch = letters.shape
+    onehot = np.zeros((length, batch, N_LETTERS), dtype=np.float32)
+    onehot[np.arange(length)[:, None], np.arange(batch), letters] = 1.0
     return onehot
 
 
-def add_letter_noise(onehot: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
-    """Replace each letter by a random ASCII letter with probability p (a training regularizer)."""
+def add_letter_noise(letters: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Replace each letter by a random ASCII letter with probability p (a training regularizer).
+
+    `letters` are (length, batch) indices into LETTERS, whose first 52 are the ASCII letters."""
     if p <= 0:
-        return onehot
-    length, batch, _ = onehot.shape
-    replace = rng.random((length, batch)) < p
-    noisy = onehot.copy()
-    noisy[replace] = 0.0
-    noisy[replace, rng.integers(0, len(string.ascii_letters), int(replace.sum()))] = 1.0
+        return letters
+    replace = rng.random(letters.shape) < p
+    noisy = letters.copy()
+    noisy[replace] = rng.integers(0, len(string.ascii_letters), int(replace.sum()))
     return noisy
 
 
@@ -131,14 +143,23 @@ class LengthBucketSampler:
         self.bucket_weights = np.array([weights[b].sum() for b in self.buckets])
         self.bucket_weights /= self.bucket_weights.sum()
         self.name_weights = [weights[b] / weights[b].sum() for b in self.buckets]
+        # rng.choice(p=...) checks p and sums it on every call; these are the cumulative
+        # sums it would make, so the draws below are the ones it would give.
+        self._bucket_cdf = _cdf(self.bucket_weights)
+        self._name_cdfs = [_cdf(w) for w in self.name_weights]
+        self._labels = np.array([label for _, label in pairs], dtype=np.int64)
 
     def sample(self, batch: int) -> tuple[list[str], np.ndarray]:
         """A batch of same-length names and their language indices."""
-        k = self.rng.choice(len(self.buckets), p=self.bucket_weights)
-        picks = self.rng.choice(self.buckets[k], size=batch, p=self.name_weights[k])
-        names = [self.pairs[i][0] for i in picks]
-        labels = np.array([self.pairs[i][1] for i in picks], dtype=np.int64)
-        return names, labels
+        k = int(self._bucket_cdf.searchsorted(self.rng.random(), side="right"))
+        picks = self.buckets[k][self._name_cdfs[k].searchsorted(self.rng.random(batch), "right")]
+        return [self.pairs[i][0] for i in picks], self._labels[picks]
+
+
+def _cdf(weights: np.ndarray) -> np.ndarray:
+    cdf = weights.cumsum()
+    cdf /= cdf[-1]
+    return cdf
 
 
 # --- model: the tutorial's RNN class, as written in its cell In [7] ---------------------------
@@ -225,7 +246,7 @@ def train(
     running_loss, running_steps = 0.0, 0
     for it in range(1, iters + 1):
         names, labels = sampler.sample(batch)
-        onehot = add_letter_noise(encode(names), noise, sampler.rng)
+        onehot = one_hot(add_letter_noise(letter_indices(names), noise, sampler.rng))
         targets = Tensor(labels, dtype=np.int64, trainable=False)
         loss, log_probs = loss_of(mytorch.from_numpy(onehot), targets)
         optimizer.zero_grad()

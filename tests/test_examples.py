@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 import subprocess
 import sys
 from collections import Counter
@@ -86,6 +87,29 @@ def test_sampler_draws_same_length_batches_with_uniform_languages(names_by_langu
     # Languages are drawn uniformly (as in the tutorial), not in proportion to their size.
     shares = np.array([seen[label] for label in range(18)]) / sum(seen.values())
     assert shares.min() > 0.035 and shares.max() < 0.08, shares
+
+
+def test_sampler_draws_what_rng_choice_draws(names_by_language):
+    # The sampler keeps rng.choice's cumulative sums instead of re-checking p on every draw.
+    train, _ = nc.split_names(names_by_language)
+    sampler = nc.LengthBucketSampler(train, 18, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        names, labels = sampler.sample(8)
+        k = rng.choice(len(sampler.buckets), p=sampler.bucket_weights)
+        picks = rng.choice(sampler.buckets[k], size=8, p=sampler.name_weights[k])
+        assert names == [train[i][0] for i in picks]
+        assert labels.tolist() == [train[i][1] for i in picks]
+
+
+def test_letter_noise_replaces_about_p_of_the_letters_with_ascii_letters():
+    letters = nc.letter_indices(["Zz.'"] * 5000)
+    noisy = nc.add_letter_noise(letters, 0.1, np.random.default_rng(0))
+    changed = noisy != letters
+    assert 0.09 < changed.mean() < 0.11
+    assert (noisy[changed] < len(string.ascii_letters)).all()  # only letters come in
+    assert letters.tolist() == nc.letter_indices(["Zz.'"] * 5000).tolist()  # input untouched
+    assert nc.add_letter_noise(letters, 0.0, np.random.default_rng(0)) is letters
 
 
 @pytest.mark.parametrize("flags", [[], ["--compile"]], ids=["eager", "compile"])
