@@ -28,10 +28,11 @@ def clip_grad_norm_(
     dtype = grads[0].dtype
     if math.isinf(norm_type):
         total = max(float(np.max(np.abs(g))) if g.size else 0.0 for g in grads)
-    elif norm_type == 2.0:  # the common case: one pass of float64 multiply-adds per gradient
-        flat = (np.asarray(g, np.float64).ravel() for g in grads)
-        # einsum's own loop, not BLAS's dot: no threads woken for a ~1 ms reduction
-        total = math.sqrt(sum(float(np.einsum("i,i->", v, v)) for v in flat))
+    elif norm_type == 2.0:  # the common case: one pass of multiply-adds per gradient
+        # In the gradients' dtype, as PyTorch does: einsum's SIMD loop keeps many partial sums
+        # (relative error ~1e-7 on float32), where a float64 copy first cost 4x the time.
+        # einsum, not BLAS's dot: no threads woken for a short reduction.
+        total = math.sqrt(sum(float(np.einsum("i,i->", g.ravel(), g.ravel())) for g in grads))
     else:
         total = sum(float(np.sum(np.abs(g.astype(np.float64)) ** norm_type)) for g in grads)
         total = total ** (1.0 / norm_type)
