@@ -36,6 +36,14 @@ KC = 1024  # k-steps per cache block: a 1024 x 64 panel of B (256 KiB in float32
 KC_ROWS = 256
 # A block of A this large stays in L2 (2 MiB here) next to a panel of B and C's rows
 L2_BLOCK_BYTES = 512 * 1024
+# A product of an A read down its columns (a weight gradient's X.T @ G) with at least this many
+# rows copies its plain B into panels a block at a time, on the stack (`_packed_blocks`) ...
+PACKED_MIN_ROWS = 64
+# ... blocks of this many k steps: a 128 x 64 panel of B (32 KiB) stays in L1 (48 KiB) while
+# every row tile uses it ...
+KC_PACKED = 128
+# ... and at most this many bytes: a block of B's columns stays in L2
+PACKED_B_BYTES = 256 * 1024
 # Rows of A from which a product with a plain row-major B copies B into panels first
 PANEL_MIN_ROWS = 128
 # Up to this size of B, running k backwards on alternate calls leaves much of B in L1 (48 KiB)
@@ -173,6 +181,11 @@ def accumulate(
     rows_contiguous = isinstance(b, Panels) or b.strides[1] == 1
     if not isinstance(b, Panels) and b.strides[0] == 1 and a.strides[1] == 1 and fusable_init:
         _dot_kernel(k, a, b, c, init, activation)
+        return
+    if _packs(a, b) and fusable_init:  # init starts the first of its k blocks
+        _axpy_kernel(k, a, b, c, init)
+        if activation is not None:
+            _activate_all(k, c, activation)
         return
     if rows_contiguous and a.shape[1] <= _k_block(b) and fusable_init:
         _axpy_kernel(k, a, b, c, init, activation, reverse)
@@ -396,13 +409,30 @@ def _k_block(b) -> int:
     return KC if isinstance(b, Panels) else KC_ROWS
 
 
+def _packs(a: View, b) -> bool:
+    """Whether C += A @ B runs on copies of B's blocks in panels (`_packed_blocks`): for an A
+    read down its columns (a weight gradient's X.T @ G, strides (1, lda)) with many rows
+    against a plain B. Read in place, a block of B's rows is a row stride apart, which for a
+    power-of-two stride falls in a few of L1's sets: it does not stay in L1 (same loaded runs,
+    vs B in place: 384x320 @ 320x441 ~1.3x, 256x2016 @ 2016x256 ~1.15x, 384x64 @ 64x441 1.0x).
+    Copying blocks of A into row tiles as well gained nothing (0.75-1.05x)."""
+    return (
+        not isinstance(b, Panels)
+        and b.strides[1] == 1
+        and a.strides[0] == 1
+        and a.strides[1] != 1
+        and a.shape[0] >= PACKED_MIN_ROWS
+    )
+
+
 def _axpy_kernel(
     k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None, reverse=None
 ) -> None:
     """Cache-blocked: for each block of KC k-steps and each panel of B columns (which then stays
     in cache), every MR-row tile of C accumulates in registers. Few rows (a matrix-vector
     product) leave registers free: independent sums over interleaved k steps use them, so the
-    FMAs do not wait on each other. A last partial vector of columns is masked."""
+    FMAs do not wait on each other. A last partial vector of columns is masked. With `_packs`,
+    the blocks of B are copies (`_packed_blocks`), and `init` starts the first k block."""
     m, depth = a.shape
     n = c.shape[1]
     lanes = vector_width(c.dtype)
@@ -410,10 +440,12 @@ def _axpy_kernel(
     nv = panels.width // lanes if panels else panel_width(m, n, c.dtype) // lanes
     mr = max(1, min(m, max_accumulators() // nv, 6))
     bld = k.builder
-    kc = _k_block(b)
-    assert (init is None and activation is None) or depth <= kc, "fused only in one k block"
+    packs = _packs(a, b)
+    kc = KC_PACKED if packs else _k_block(b)
+    assert activation is None or (depth <= kc and not packs), "fused only in one k block"
+    assert init is None or depth <= kc or packs, "fused only in one k block"
     source = c if init is None else init.broadcast_to(c.shape)
-    if depth * n * c.dtype.itemsize > L1_REUSE_BYTES:
+    if depth * n * c.dtype.itemsize > L1_REUSE_BYTES or packs:
         reverse = None  # the next step would not find enough of B in L1 anyway
     if depth == 0:
         copy(k, source, c)
@@ -422,8 +454,11 @@ def _axpy_kernel(
         return
     zero = ir.Constant(_vec_type(c.dtype, lanes), None)
 
-    def tile(i0, rows, j0, width, k0, steps, bp: View, bj0):
-        """C[i0:i0+rows, j0:j0+width] from the columns of bp from bj0 on."""
+    def tile(i0, rows, j0, width, k0, steps, bp: View, bj0, bk0=None, first=None):
+        """C[i0:i0+rows, j0:j0+width] from A's k steps k0 on and from bp's from bk0 (k0 by
+        default) on and its columns from bj0 on, starting from `source` (only where `first`, an
+        i1, holds, if given; c's own values elsewhere)."""
+        bk0 = k0 if bk0 is None else bk0
         counts = [min(lanes, width - v) for v in range(0, width, lanes)]
         nvec = len(counts)
         cols = [_add(k, j0, v * lanes) for v in range(nvec)]
@@ -434,8 +469,9 @@ def _axpy_kernel(
         def kstep(p, accs):
             if reverse is not None:
                 p = bld.select(reverse, bld.sub(ir.Constant(I64, steps - 1), p), p)
+            pb = bld.add(p, bk0)
             p = bld.add(p, k0)
-            bvs = [_vload_n(k, bp, [p, bcols[v]], lanes, counts[v]) for v in range(nvec)]
+            bvs = [_vload_n(k, bp, [pb, bcols[v]], lanes, counts[v]) for v in range(nvec)]
             out = []
             for r in range(rows):
                 a_s = _splat(k, k.load(a, [_add(k, i0, r), p]), lanes)
@@ -449,11 +485,16 @@ def _axpy_kernel(
                 out += kstep(_add(k, base, s), accs[s * tile_size : (s + 1) * tile_size])
             return out
 
-        start = [
-            _vload_n(k, source, [_add(k, i0, r), cols[v]], lanes, counts[v])
-            for r in range(rows)
-            for v in range(nvec)
-        ]
+        def starts(view):
+            return [
+                _vload_n(k, view, [_add(k, i0, r), cols[v]], lanes, counts[v])
+                for r in range(rows)
+                for v in range(nvec)
+            ]
+
+        start = starts(source)
+        if first is not None and source is not c:
+            start = [bld.select(first, x, y) for x, y in zip(start, starts(c), strict=True)]
         groups, rest = divmod(steps, split)
         accs = k.loop_carry(groups, start + [zero] * (tile_size * (split - 1)), group, "p")
         sums = [accs[s * tile_size : (s + 1) * tile_size] for s in range(split)]
@@ -474,6 +515,10 @@ def _axpy_kernel(
             # this result that this step read last: finish that end first.
             backwards = None if reverse is None else bld.not_(reverse)
             _activate(k, c, i0, rows, j0, counts, activation, backwards)
+
+    if packs:
+        _packed_blocks(k, a, b, c, tile, mr, nv * lanes)
+        return
 
     # Rows of A per block: a block of A (rows x KC) stays in L2 while every panel of B uses it.
     mc = max(mr, L2_BLOCK_BYTES // (min(depth, kc) * c.dtype.itemsize) // mr * mr)
@@ -497,6 +542,92 @@ def _axpy_kernel(
         _blocked(k, m, mc, row_block, "mb")
 
     _blocked(k, depth, kc, k_block, "kb")
+
+
+def _packed_blocks(k: KernelBuilder, a: View, b: View, c: View, tile, mr: int, width: int) -> None:
+    """The axpy kernel's loops on copies of B (the BLIS scheme, A in place): for each block of
+    B's columns and of KC_PACKED k steps, B's block is copied into panels of `width` columns on
+    the stack; each panel then meets every row tile, read as one stream from L1."""
+    m, depth = a.shape
+    n = c.shape[1]
+    bld = k.builder
+    kc = min(depth, KC_PACKED)
+    size = c.dtype.itemsize
+    nc = width * max(1, min(-(-n // width), PACKED_B_BYTES // (kc * width * size)))
+    mc = max(mr, L2_BLOCK_BYTES // (kc * size) // mr * mr)  # a block of A's rows stays in L2
+    buffer = _stack_buffer(k, c.dtype, kc * nc)
+    zero = ir.Constant(I64, 0)
+
+    def column_block(j1, cols):
+        def k_block(k0, steps):
+            first = bld.icmp_unsigned("==", k0, zero)
+            _pack_panels(k, b, k0, steps, j1, cols, width, buffer)
+
+            def row_block(i1, rows):
+                def panel(j0, w):
+                    start = bld.mul(j0, ir.Constant(I64, steps))  # panel j0 / width
+                    bp = View(buffer, start, (steps, width), (width, 1), c.dtype)
+
+                    def row_tile(i0, r):
+                        i, j = bld.add(i1, i0), bld.add(j1, j0)
+                        tile(i, r, j, w, k0, steps, bp, zero, zero, first)
+
+                    _blocked(k, rows, mr, row_tile, "mi")
+
+                _blocked(k, cols, width, panel, "nv")
+
+            _blocked(k, m, mc, row_block, "mb")
+
+        _blocked(k, depth, kc, k_block, "kb")
+
+    _blocked(k, n, nc, column_block, "nb")
+
+
+def _stack_buffer(k: KernelBuilder, dtype, count: int) -> ir.Value:
+    """A pointer to `count` elements of `dtype` on the stack, allocated once in the function's
+    entry block (an alloca inside a loop would grow the stack on every iteration). The builder
+    adds code at the end of its block: it goes back there."""
+    b = k.builder
+    block = b.block
+    b.position_at_start(k.function.entry_basic_block)
+    buffer = b.alloca(ir.ArrayType(llvm_type(dtype), count))
+    buffer.align = 64
+    buffer.type = ir.PointerType()  # opaque, as every view's pointer (llvmlite types it)
+    b.position_at_end(block)
+    return buffer
+
+
+def _pack_panels(k: KernelBuilder, b: View, k0, steps: int, j1, cols: int, width: int, dst):
+    """Copy B[k0:k0+steps, j1:j1+cols] (rows contiguous) into panels at dst: panel q holds
+    columns q*width on as (steps, width) (the last one's columns past `cols` unused)."""
+    bld = k.builder
+    lanes = vector_width(b.dtype)
+    full, rest = divmod(cols, width)
+
+    def panel(q, w: int):
+        counts = [min(lanes, w - v) for v in range(0, w, lanes)]
+
+        def step(p):
+            row = bld.add(k0, p)
+            out = View(
+                dst,
+                bld.mul(bld.add(bld.mul(q, ir.Constant(I64, steps)), p), ir.Constant(I64, width)),
+                (width,),
+                (1,),
+                b.dtype,
+            )
+            for v, count in enumerate(counts):
+                col = bld.add(
+                    j1, bld.add(bld.mul(q, ir.Constant(I64, width)), ir.Constant(I64, v * lanes))
+                )
+                value = _vload_n(k, b, [row, col], lanes, count)
+                _vstore_n(k, value, out, [ir.Constant(I64, v * lanes)], count)
+
+        k.loop(steps, step, "pb")
+
+    k.loop(full, lambda q: panel(q, width), "pq")
+    if rest:
+        panel(ir.Constant(I64, full), rest)
 
 
 def _activate(

@@ -15,6 +15,7 @@ import mytorch
 from mytorch import Tensor, nn
 from mytorch.codegen import gemm, mathfns, runtime
 from tests.ir.programs import RNN
+from tests.odd_arrays import read_only, unaligned
 
 F32 = np.float32
 # (input, hidden, output, batch, steps)
@@ -316,6 +317,66 @@ def test_products_of_a_plain_b_in_panels_match_references(
 
     check_against_references(fn, [a, b, wide, bias], assert_outputs_same, what=f"{m}x{k}x{n}")
     assert any(chosen), "no product took the panel path"
+
+
+# (rows of A, k, n of B, dtype): with A read down its columns, B copied into panels a block at a
+# time (gemm._packs)
+PACKED_SHAPES = [
+    (64, 1, 17, np.float32),  # k = 1; n under one vector
+    (65, 129, 100, np.float32),  # k one past a block; rows one past whole tiles
+    (400, 130, 600, np.float32),  # several row blocks and column blocks
+    (131, 300, 64, np.float32),  # n one whole panel
+    (70, 140, 33, np.float64),
+]
+PACKED_CASES = [("host", *s) for s in PACKED_SHAPES] + [
+    (isa, 65, 129, 100, np.float32) for isa in ("avx2", "generic")
+]
+
+
+@pytest.mark.parametrize(
+    "isa,m,k,n,dtype",
+    PACKED_CASES,
+    ids=[f"{isa}-{m}x{k}x{n}-{np.dtype(d).name}" for isa, m, k, n, d in PACKED_CASES],
+)
+def test_products_of_a_transposed_a_on_copies_match_references(
+    monkeypatch, isa, m, k, n, dtype, assert_outputs_same
+):
+    """A.T @ B with A (k, m) and B's rows contiguous (a weight gradient) runs on copies of
+    blocks of B: A transposed whole, a slice of a wider A, B sliced from a wider matrix (rows
+    not aligned), a bias fused in, the product written into a cat, unaligned and read-only
+    inputs."""
+    use_isa(monkeypatch, isa)
+    chosen = []
+    original = gemm._packs
+    monkeypatch.setattr(gemm, "_packs", lambda a, b: chosen.append(original(a, b)) or chosen[-1])
+    rng = np.random.default_rng(m + k + n)
+
+    def array(*shape):  # positive: no cancellation in long float32 sums to magnify rounding
+        return rng.uniform(0.5, 1.5, shape).astype(dtype)
+
+    def tensor(x):
+        return Tensor(x, trainable=False)
+
+    a, b, wide_a, wide_b, bias = (
+        array(k, m),
+        array(k, n),
+        array(k, m + 5),
+        array(k, n + 3),
+        array(n),
+    )
+
+    def fn(a, b, wide_a, wide_b, bias):
+        return (
+            a.transpose(0, 1) @ b,
+            wide_a[:, 2 : m + 2].transpose(0, 1) @ wide_b[:, 1:-2] + bias,
+            Tensor.cat((a.transpose(0, 1) @ b, wide_a[:, :m].transpose(0, 1)), 1),
+        )
+
+    inputs = [tensor(x) for x in (a, b, wide_a, wide_b, bias)]
+    check_against_references(fn, inputs, assert_outputs_same, what=f"{m}x{k}x{n}")
+    odd = [tensor(unaligned(a)), tensor(read_only(b))] + inputs[2:]
+    check_against_references(fn, odd, assert_outputs_same, what=f"{m}x{k}x{n} odd arrays")
+    assert any(chosen), "no product took the packed path"
 
 
 FUSED_SHAPES = [(1,), (5, 3), (12, 1, 128), (4, 17, 33)]
