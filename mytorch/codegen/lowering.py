@@ -10,6 +10,7 @@ Semantics follow each op's numpy reference (`mytorch/ops`), including NaN propag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -686,9 +687,12 @@ def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None)
 
 
 # Products share one kernel for every multiple of these: rows of A per group (a batch of at least
-# this many rows), k steps per chunk.
+# this many rows); k steps per chunk (the largest power of two up to CHUNK_STEPS dividing the
+# depth, at least MIN_CHUNK_STEPS: a depth of T * batch gives one chunk size for every T when
+# CHUNK_STEPS divides the batch, a few otherwise).
 GROUP_MIN_ROWS = 16
 CHUNK_STEPS = 64
+MIN_CHUNK_STEPS = 16
 
 
 @scaled("matmul")
@@ -710,8 +714,9 @@ def _matmul_scaled(node, views):
         return Scaled(out.shape[0], 1, ((0, 0), (1, 0)))
     if len(out.shape) == len(a.shape) == len(b.shape) == 2 and len(views) == 3:
         depth = a.shape[1]
-        if a.strides[0] == 1 and b.strides[1] == 1 and depth % CHUNK_STEPS == 0 and depth:
-            return Scaled(depth // CHUNK_STEPS, CHUNK_STEPS, ((1, 1), (2, 0)))
+        unit = math.gcd(depth, CHUNK_STEPS)
+        if a.strides[0] == 1 and b.strides[1] == 1 and depth and unit >= MIN_CHUNK_STEPS:
+            return Scaled(depth // unit, unit, ((1, 1), (2, 0)))
     return None
 
 
@@ -732,9 +737,9 @@ def _row_groups(ctx, out: View, a: View, b: View, bias: View | None) -> None:
 
 def _chunked(ctx, a: View, b: View, c: View, init, count, unit: int) -> None:
     """c = init + a @ b over count * unit k steps (count an i64 value): a first chunk starts
-    from init, then blocks of 4 chunks (the product's own cache block), then single chunks."""
+    from init, then blocks of chunks (the product's own cache block), then single chunks."""
     k, bld = ctx.k, ctx.k.builder
-    block = 4
+    block = max(1, gemm.KC_ROWS // unit)  # the product's own cache block
 
     def part(start, steps, first):
         av = View(
