@@ -14,9 +14,11 @@ the runner and start zeroed.
 Kernels are shared: each kernel function (a product, a loop, a fused elementwise chain) is its
 own module, compiled once per process for everything that decides its code (`_kernel_key`) and
 called by every entry function that needs it (the names example's 18 sequence lengths share
-most of theirs). So a kernel's code never depends on where its graph puts things: it gets its
-own scratch (`void kernel(ptr views..., ptr scratch, ptr flags, ptr status)`), reads the
-parameters' changed flags at fixed offsets (`_flag`) and sets process-wide error codes (`ERRORS`).
+most of theirs; a loop or a product over time steps takes the number of steps at run time,
+`lowering.Scaled`). So a kernel's code never depends on where its graph puts things: it gets its
+own scratch (`void kernel(ptr views..., ptr scratch, ptr flags, ptr status[, i64 count])`), reads
+the parameters' changed flags at fixed offsets (`_flag`) and sets process-wide error codes
+(`ERRORS`).
 """
 
 from __future__ import annotations
