@@ -10,6 +10,15 @@ one before the call (in native code, see `binder.py`; or `runtime.Signature` on 
 The workspace also keeps packed copies of weight parameters from call to call, with snapshots
 that tell whether a parameter changed (`GraphLowering.kept_transpose`): it must live as long as
 the runner and start zeroed.
+
+Kernels are shared: each kernel function (a product, a loop, a fused elementwise chain) is its
+own module, compiled once per process for everything that decides its code (`_kernel_key`) and
+called by every entry function that needs it (the names example's 18 sequence lengths share
+most of theirs; a loop or a product over time steps takes the number of steps at run time,
+`lowering.Scaled`). So a kernel's code never depends on where its graph puts things: it gets its
+own scratch (`void kernel(ptr views..., ptr scratch, ptr flags, ptr status[, i64 count])`), reads
+the parameters' changed flags at fixed offsets (`_flag`) and sets process-wide error codes
+(`ERRORS`).
 """
 
 from __future__ import annotations
@@ -17,7 +26,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
-from dataclasses import replace
+import re
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -25,19 +37,23 @@ from llvmlite import ir
 
 from ..errors import CompileError
 from ..ir.graph import Graph, Node
-from . import binder, gemm, packing
+from . import binder, gemm, lowering, mathfns, packing, runtime
 from .kernel import I8, I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
 from .lowering import (
     FUSABLE,
     KERNELS,
+    SCALED,
     UNSUPPORTED,
     VIEWS,
+    Scaled,
     cat_slices,
     convert_copy,
+    copy_kernel,
     emit_math,
     fused_elementwise,
+    is_basic_index,
 )
-from .runtime import NativeFunction, Signature
+from .runtime import Artifacts, NativeFunction, Signature
 
 ALIGN = 64  # bytes: every workspace buffer starts on a cache line
 RELEASE_GIL_BYTES = 1 << 14  # calls touching this much memory release the GIL (see Runner)
@@ -45,10 +61,32 @@ RELEASE_GIL_BYTES = 1 << 14  # calls touching this much memory release the GIL (
 # again on 2 calls of every CHECK_EVERY - TRAINING + 2 (see `GraphLowering._param_changed`).
 TRAINING = 8
 CHECK_EVERY = 64
+# The status word's messages, process-wide: a shared kernel sets the same code in every graph.
+ERRORS: list[str] = []
+# Re-emit every shared kernel found in the cache and check its code is the cached one (tests).
+CHECK_SHARED = False
+
+
+@dataclass(eq=False)
+class SharedKernel:
+    """A compiled kernel function and what its callers must provide: `scratch_bytes` of
+    workspace of its own and the changed flags of `params` (graph input indices)."""
+
+    native: NativeFunction
+    symbol: str
+    scratch_bytes: int
+    params: tuple[int, ...]
+    text: str  # its IR as emitted
+
+
+# key -> kernel, while some runner uses it (runners hold their kernels)
+_SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_symbols = itertools.count()
 
 
 class GraphLowering:
-    """Lowers a graph's nodes into the entry function, one after another."""
+    """Lowers a graph's nodes into the entry function, one after another; kernels go into
+    shared kernel functions (`_emit_kernel_function`)."""
 
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -59,19 +97,31 @@ class GraphLowering:
         self.function.args[0].name = "args"
         self.function.args[0].add_attribute("noalias")
         self.k = KernelBuilder(self.module, self.function)
-        self.workspace_bytes = 0
-        self.errors: list[str] = []
-        self._slots = itertools.count()
-        self._in_kernel = False
+        # The workspace starts with the parameters' changed flags: 2 bytes for graph input k at
+        # 2 * k (see `_param_changed`), where every kernel finds them.
+        self.workspace_bytes = 2 * len(graph.inputs)
+        self.kernel_bytes = 0  # scratch of the kernel being emitted, from its own pointer
+        self.kernels: list[SharedKernel] = []  # the kernels the entry calls, kept alive with it
+        self._kernel_params: list[int] = []  # params whose flags the kernel being emitted reads
+        # In a kernel that takes a size at run time (`lowering.Scaled`): that size, an i64.
+        self.count: ir.Value | None = None
+        self.scaled: Scaled | None = None
+        self._declared: dict[str, ir.Function] = {}
+        self._target = _target_key()
         self._packed: list[dict] = [{}]
         # Set by a loop around its body: an i1, true on steps whose products run k backwards.
         self.reverse_k: ir.Value | None = None
         n_inputs, n_outputs = len(graph.inputs), len(graph.outputs)
         self._workspace = self._arg(n_inputs + n_outputs)
         self._status = self._arg(n_inputs + n_outputs + 1)
-        self._entry_k, self._entry_workspace = self.k, self._workspace
+        self._flags = self._workspace
+        self._entry_k = self.k
         self._entry_inputs: list[View] = []
-        self._param_flags: dict[int, int] = {}  # parameter index -> workspace offset of its flag
+        self._param_flags: set[int] = set()  # parameters compared in the entry function
+
+    @property
+    def _in_kernel(self) -> bool:
+        return self.k is not self._entry_k
 
     # ---- what kernels use -----------------------------------------------------------------------
 
@@ -80,20 +130,23 @@ class GraphLowering:
         slot = b.gep(self.function.args[0], [ir.Constant(I64, index)], source_etype=PTR)
         return b.load(slot, typ=PTR)
 
-    def scratch(self, shape, dtype, entry: bool = False) -> View:
-        """A fresh contiguous buffer in the workspace, addressed from the current function (or
-        from the entry function)."""
-        start = self._reserve(shape, dtype)
-        builder = self._entry_k.builder if entry else self.k.builder
-        workspace = self._entry_workspace if entry else self._workspace
-        byte_ptr = builder.gep(workspace, [ir.Constant(I64, start)], inbounds=True, source_etype=I8)
+    def scratch(self, shape, dtype) -> View:
+        """A fresh contiguous buffer in the workspace (in a kernel: in its own scratch)."""
+        size = max(int(np.prod(shape, dtype=np.int64)), 1) * np.dtype(dtype).itemsize
+        start = self._reserve(size, kernel=self._in_kernel)
+        byte_ptr = self.k.builder.gep(
+            self._workspace, [ir.Constant(I64, start)], inbounds=True, source_etype=I8
+        )
         return View(byte_ptr, ir.Constant(I64, 0), tuple(shape), contiguous_strides(shape), dtype)
 
-    def _reserve(self, shape, dtype) -> int:
-        """The workspace offset of a fresh buffer of `shape` and `dtype`."""
-        start = -(-self.workspace_bytes // ALIGN) * ALIGN
-        size = max(int(np.prod(shape, dtype=np.int64)), 1) * np.dtype(dtype).itemsize
-        self.workspace_bytes = start + size
+    def _reserve(self, size: int, kernel: bool = False) -> int:
+        """The offset of `size` fresh bytes in the workspace (or in the kernel's scratch)."""
+        used = self.kernel_bytes if kernel else self.workspace_bytes
+        start = -(-used // ALIGN) * ALIGN
+        if kernel:
+            self.kernel_bytes = start + size
+        else:
+            self.workspace_bytes = start + size
         return start
 
     def existing_copy(self, view: View) -> View | gemm.Panels | None:
@@ -167,12 +220,24 @@ class GraphLowering:
         return packed
 
     def _param_changed(self, index: int) -> ir.Value:
-        """An i1 in the current function: whether parameter `index` changed since the last call.
+        """An i1 in the current function: whether parameter `index` changed since the last call
+        (the entry function's answer, `_compare_param`, read from the parameter's flag)."""
+        if self._in_kernel:
+            if index not in self._kernel_params:
+                self._kernel_params.append(index)
+        else:
+            self._compare_param(index)
+        b = self.k.builder
+        byte = b.load(self._flag(self._flags, index, b), typ=I8)
+        return b.icmp_unsigned("!=", byte, ir.Constant(I8, 0))
+
+    def _compare_param(self, index: int) -> None:
+        """Emit, once, where the entry function is: whether parameter `index` changed.
 
         The entry function compares the whole parameter with a snapshot in the workspace (and
-        refreshes it) once per call, before the first kernel that asks, and leaves the answer
-        in a workspace byte. The workspace starts zeroed: a zero parameter and zero copies
-        agree.
+        refreshes it; `_compare_kernel`) once per call, before the first kernel that asks, and
+        leaves the answer in the parameter's flag byte. The workspace starts zeroed: a zero
+        parameter and zero copies agree.
 
         A parameter that changed on TRAINING calls in a row (a training loop: every step
         updates it) is taken as changed without comparing or refreshing the snapshot: the
@@ -181,42 +246,18 @@ class GraphLowering:
         every CHECK_EVERY - TRAINING + 2 compare again (the snapshot is stale by then; the second
         finds whether the parameter still changes): code that stops training returns to
         comparing alone."""
-        if index not in self._param_flags:
-            param = self._entry_inputs[index]
-            flat = View(param.ptr, param.offset, (1, param.size), (0, 1), param.dtype)
-            snapshot = self.scratch(flat.shape, flat.dtype, entry=True)
-            self._param_flags[index] = self._reserve((2,), np.uint8)  # the flag, the streak
-            b = self._entry_k.builder
-            flag = self._flag(self._entry_workspace, index, b)
-            streak_at = b.gep(flag, [ir.Constant(I64, 1)], inbounds=True, source_etype=I8)
-            streak = b.load(streak_at, typ=I8)
-            training = b.icmp_unsigned(">=", streak, ir.Constant(I8, TRAINING))
-            one = ir.Constant(I8, 1)
-            with b.if_else(training) as (then, otherwise):
-                with then:
-                    on = b.add(streak, one)
-                    recheck = b.icmp_unsigned("==", on, ir.Constant(I8, CHECK_EVERY))
-                    on = b.select(recheck, ir.Constant(I8, TRAINING - 2), on)
-                    block_t = b.block
-                with otherwise:
-                    changed = packing.refresh(self._entry_k, flat, snapshot)
-                    off = b.select(changed, b.add(streak, one), ir.Constant(I8, 0))
-                    block_c = b.block
-            new_streak = b.phi(I8)
-            new_streak.add_incoming(on, block_t)
-            new_streak.add_incoming(off, block_c)
-            flag_value = b.phi(ir.IntType(1))
-            flag_value.add_incoming(ir.Constant(ir.IntType(1), 1), block_t)
-            flag_value.add_incoming(changed, block_c)
-            b.store(new_streak, streak_at)
-            b.store(b.zext(flag_value, I8), flag)
-        b = self.k.builder
-        byte = b.load(self._flag(self._workspace, index, b), typ=I8)
-        return b.icmp_unsigned("!=", byte, ir.Constant(I8, 0))
+        if index in self._param_flags:
+            return
+        self._param_flags.add(index)
+        param = self._entry_inputs[index]
+        flat = View(param.ptr, param.offset, (1, param.size), (0, 1), param.dtype)
+        snapshot = self.scratch(flat.shape, flat.dtype)
+        self._emit_kernel_function(None, snapshot, [flat], partial(_compare_kernel, index=index))
 
-    def _flag(self, workspace: ir.Value, index: int, b: ir.IRBuilder) -> ir.Value:
-        start = ir.Constant(I64, self._param_flags[index])
-        return b.gep(workspace, [start], inbounds=True, source_etype=I8)
+    @staticmethod
+    def _flag(flags: ir.Value, index: int, b: ir.IRBuilder) -> ir.Value:
+        """Parameter `index`'s flag byte (then its streak byte) at the workspace's start."""
+        return b.gep(flags, [ir.Constant(I64, 2 * index)], inbounds=True, source_etype=I8)
 
     @contextlib.contextmanager
     def scope(self):
@@ -229,9 +270,9 @@ class GraphLowering:
 
     def flag_error(self, bad: ir.Value, message: str) -> None:
         """Set the status word to this message's code where `bad` (an i1) holds."""
-        if message not in self.errors:
-            self.errors.append(message)
-        code = ir.Constant(I64, self.errors.index(message) + 1)
+        if message not in ERRORS:
+            ERRORS.append(message)
+        code = ir.Constant(I64, ERRORS.index(message) + 1)
         b = self.k.builder
         old = b.load(self._status, typ=I64)
         b.store(b.select(bad, code, old), self._status)
@@ -341,6 +382,8 @@ class GraphLowering:
                 return dest
             if view is not None:
                 return view
+        if node.op == "getitem_grad" and is_basic_index(node.params["index"]):
+            return self._basic_getitem_grad(node, args[0], dest)
         if node.op not in KERNELS:
             if node.op in VIEWS:  # a view that needs a copy: materialize its input first
                 return VIEWS[node.op](self, node, *[self.contiguous(a) for a in args])
@@ -355,42 +398,222 @@ class GraphLowering:
         """Emit `kernel` (the op's by default) writing node's value into `out`."""
         kernel = kernel or KERNELS[node.op]
         if self._in_kernel:  # inside a loop body: emit inline, in the loop's own function
-            kernel(self, node, out, *args)
+            outer, self.count = self.count, None
+            try:
+                kernel(self, node, out, *args)
+            finally:
+                self.count = outer
         else:
             self._emit_kernel_function(node, out, args, kernel)
 
-    def _emit_kernel_function(self, node: Node, out: View, args: list[View], kernel) -> None:
-        """Emit the node's kernel as its own function and call it.
+    def _emit_kernel_function(self, node: Node | None, out: View, args: list[View], kernel):
+        """Call the node's kernel function, made (and compiled) unless an identical one exists.
 
-        One function per kernel keeps LLVM's work per function small: optimizing one huge
-        function of many loops grows faster than linearly (an unrolled LSTM took minutes).
+        One function per kernel keeps LLVM's work per function small (optimizing one huge
+        function of many loops grows faster than linearly: an unrolled LSTM took minutes) and
+        lets graphs share it. `node` is None for a kernel that `kernel` alone describes.
         """
         views = [out, *args]
-        fn_type = ir.FunctionType(ir.VoidType(), [PTR] * (len(views) + 2))
-        fn = ir.Function(self.module, fn_type, name=f"{node.op}.{next(self._slots)}")
-        fn.linkage = "internal"
-        fn.attributes.add("noinline")
-        fn.args[0].add_attribute("noalias")  # the output buffer is always a fresh one
-        caller = (self.k, self._workspace, self._status)
-        self.k = KernelBuilder(self.module, fn)
-        self._workspace, self._status = fn.args[-2], fn.args[-1]
-        local = [
-            View(arg, ir.Constant(I64, 0), v.shape, v.strides, v.dtype, v.param)
-            for arg, v in zip(fn.args, views, strict=False)
+        hook = SCALED.get(node.op) if node is not None else None
+        scaled = hook(node, views) if hook is not None and kernel is KERNELS[node.op] else None
+        key = self._kernel_key(node, views, kernel, scaled)
+        shared = _SHARED.get(key)
+        if shared is None or CHECK_SHARED:
+            made = self._kernel_text(node, views, kernel, scaled)
+            if shared is None:
+                shared = _compile_kernel(*made)
+                _SHARED[key] = shared
+            elif made != (shared.text, shared.scratch_bytes, shared.params):
+                raise AssertionError(f"kernel {kernel} shared under a key that misses something")
+        self.kernels.append(shared)
+        for index in shared.params:
+            self._compare_param(index)
+        start = self._reserve(max(shared.scratch_bytes, 1))
+        b = self.k.builder
+        scratch = b.gep(self._workspace, [ir.Constant(I64, start)], inbounds=True, source_etype=I8)
+        pointers = [
+            b.gep(v.ptr, [v.offset], inbounds=True, source_etype=llvm_type(v.dtype)) for v in views
         ]
-        self._in_kernel = True
+        count = [] if scaled is None else [ir.Constant(I64, scaled.count)]
+        callee = self._declare(shared.symbol, len(views), len(count))
+        b.call(callee, [*pointers, scratch, self._flags, self._status, *count])
+
+    def _declare(self, symbol: str, n_views: int, n_counts: int) -> ir.Function:
+        fn = self._declared.get(symbol)
+        if fn is None:
+            fn_type = ir.FunctionType(ir.VoidType(), [PTR] * (n_views + 3) + [I64] * n_counts)
+            fn = self._declared[symbol] = ir.Function(self.module, fn_type, name=symbol)
+        return fn
+
+    def _kernel_text(self, node, views: list[View], kernel, scaled) -> tuple[str, int, tuple]:
+        """The kernel function's module, as text: `void kernel(ptr views..., ptr scratch,
+        ptr flags, ptr status[, i64 count])`; its scratch bytes and the parameters whose flags
+        it reads. A scaled kernel sees its scaled dims one unit long (`_scaled_layouts`): its
+        code cannot depend on their size."""
+        module = ir.Module(name="kernel")
+        module.triple = ""
+        counts = [] if scaled is None else [I64]
+        fn_type = ir.FunctionType(ir.VoidType(), [PTR] * (len(views) + 3) + counts)
+        fn = ir.Function(module, fn_type, name="kernel")
+        fn.args[0].add_attribute("noalias")  # the output buffer is always a fresh one
+        caller = (self.module, self.k, self._workspace, self._flags, self._status)
+        self.module, self.k = module, KernelBuilder(module, fn)
+        self._workspace, self._flags, self._status = fn.args[len(views) : len(views) + 3]
+        self.count, self.scaled = (fn.args[-1], scaled) if scaled else (None, None)
+        self.kernel_bytes, self._kernel_params = 0, []
+        local = [
+            View(arg, ir.Constant(I64, 0), shape, v.strides, v.dtype, v.param)
+            for arg, v, (shape, *_) in zip(
+                fn.args, views, _scaled_layouts(views, scaled), strict=False
+            )
+        ]
         try:
             with self.scope():
                 kernel(self, node, *local)
             self.k.builder.ret_void()
         finally:
-            self._in_kernel = False
-            self.k, self._workspace, self._status = caller
+            self.module, self.k, self._workspace, self._flags, self._status = caller
+            self.count, self.scaled = None, None
+        return str(module), self.kernel_bytes, tuple(self._kernel_params)
+
+    def _kernel_key(self, node, views: list[View], kernel, scaled) -> tuple:
+        """Everything that decides a kernel function's code: the lowering and its arguments,
+        the node (op, params, types; a loop's whole body), the views' layouts and the target.
+        A scaled kernel's key has its scaled dims as units, and the node without its types
+        (which hold those dims; its lowering reads the views)."""
+        if isinstance(kernel, partial):
+            how = (kernel.func, _canon(kernel.args), _canon(kernel.keywords))
+        else:
+            how = (kernel,)
+        layouts = _scaled_layouts(views, scaled)
+        if scaled is None:
+            what = None if node is None else _node_key(node)
+        else:
+            what = (node.op, _canon(node.params), scaled.unit, scaled.dims, scaled.plan)
+        return (*how, what, layouts, self._target)
+
+    def _basic_getitem_grad(self, node: Node, g: View, dest: View | None) -> View:
+        """The gradient of x[index] for basic indexing (ints, slices, None): zeros, and g
+        copied into the indexed view (no table of destinations, no sum: no element repeats)."""
+        out = dest or self.scratch(node.shape, node.dtype)
         b = self.k.builder
-        pointers = [
-            b.gep(v.ptr, [v.offset], inbounds=True, source_etype=llvm_type(v.dtype)) for v in views
-        ]
-        b.call(fn, [*pointers, self._workspace, self._status])
+        memset = self.module.declare_intrinsic("llvm.memset", [PTR, I64])
+        at = b.gep(out.ptr, [out.offset], inbounds=True, source_etype=I8)
+        size = ir.Constant(I64, out.size * out.dtype.itemsize)
+        b.call(memset, [at, ir.Constant(I8, 0), size, ir.Constant(ir.IntType(1), 0)])
+        part = VIEWS["getitem"](self, node, out)
+        if self._in_kernel:
+            convert_copy(self, g, part)
+        else:
+            self._emit_kernel_function(None, part, [g], partial(copy_kernel))
+        return out
+
+
+def _scaled_layouts(views: list[View], scaled: Scaled | None) -> tuple:
+    """(shape, strides, dtype, param) per view; a scaled kernel's scaled dims one unit long."""
+    layouts = [[v.shape, v.strides, v.dtype.str, v.param] for v in views]
+    for position, dim in () if scaled is None else scaled.dims:
+        shape = list(layouts[position][0])
+        shape[dim] = scaled.unit
+        layouts[position][0] = tuple(shape)
+    return tuple(tuple(x) for x in layouts)
+
+
+def _compare_kernel(ctx: GraphLowering, node, snapshot: View, flat: View, index: int) -> None:
+    """Parameter `index`'s flag = whether it changed; see `GraphLowering._compare_param`."""
+    b = ctx.k.builder
+    flag = ctx._flag(ctx._flags, index, b)
+    streak_at = b.gep(flag, [ir.Constant(I64, 1)], inbounds=True, source_etype=I8)
+    streak = b.load(streak_at, typ=I8)
+    training = b.icmp_unsigned(">=", streak, ir.Constant(I8, TRAINING))
+    one = ir.Constant(I8, 1)
+    with b.if_else(training) as (then, otherwise):
+        with then:
+            on = b.add(streak, one)
+            recheck = b.icmp_unsigned("==", on, ir.Constant(I8, CHECK_EVERY))
+            on = b.select(recheck, ir.Constant(I8, TRAINING - 2), on)
+            block_t = b.block
+        with otherwise:
+            changed = packing.refresh(ctx.k, flat, snapshot)
+            off = b.select(changed, b.add(streak, one), ir.Constant(I8, 0))
+            block_c = b.block
+    new_streak = b.phi(I8)
+    new_streak.add_incoming(on, block_t)
+    new_streak.add_incoming(off, block_c)
+    flag_value = b.phi(ir.IntType(1))
+    flag_value.add_incoming(ir.Constant(ir.IntType(1), 1), block_t)
+    flag_value.add_incoming(changed, block_c)
+    b.store(new_streak, streak_at)
+    b.store(b.zext(flag_value, I8), flag)
+
+
+def _compile_kernel(text: str, scratch_bytes: int, params: tuple) -> SharedKernel:
+    """JIT-compile a kernel module and make its function callable by name from other modules."""
+    native = NativeFunction(text, "kernel")
+    symbol = f"mytorch.kernel.{next(_symbols)}"
+    runtime.llvm().add_symbol(symbol, native.address)
+    # Its IR as callers see it: under its symbol.
+    art, name, sub = native.artifacts, re.compile(r'@"?kernel"?\('), f'@"{symbol}"('
+    native.artifacts = Artifacts(name.sub(sub, art.llvm_ir_raw), name.sub(sub, art.llvm_ir))
+    return SharedKernel(native, symbol, scratch_bytes, params, text)
+
+
+def _target_key() -> tuple:
+    """What else decides generated code: the ISA the kernels are written for, the JIT's target
+    and the code generators' tuning constants."""
+    tuning = tuple(
+        (m.__name__, name, value)
+        for m in (gemm, packing, lowering, mathfns)
+        for name, value in sorted(vars(m).items())
+        if name.isupper() and isinstance(value, (int, float, str))
+    )
+    return (
+        tuple(sorted(gemm.host_features())),
+        tuple(sorted(mathfns.host_features())),
+        runtime.target_machine,
+        tuning,
+        (ALIGN, TRAINING, CHECK_EVERY),
+    )
+
+
+def _node_key(node: Node) -> tuple:
+    return (node.op, _canon(node.params), node.type, tuple(i.type for i in node.inputs))
+
+
+def _graph_key(graph: Graph) -> tuple:
+    """A graph's whole structure (its names aside)."""
+    index = {}
+    items = []
+    for n in graph.inputs:
+        index[n] = len(index)
+        items.append((n.op, n.type))
+    for n in graph.nodes:
+        if n in index:
+            continue
+        index[n] = len(index)
+        value = None if n.value is None else _canon(n.value)
+        inputs = tuple(index[i] for i in n.inputs)
+        items.append((n.op, _canon(n.params), n.type, inputs, value))
+    return (tuple(items), tuple(index[o] for o in graph.outputs))
+
+
+def _canon(value) -> tuple:
+    """A hashable value equal only for values that lower the same (1, 1.0 and True differ)."""
+    if isinstance(value, Graph):
+        return ("graph", _graph_key(value))
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_canon(v) for v in value))
+    if isinstance(value, Mapping):
+        return ("map", tuple((k, _canon(v)) for k, v in sorted(value.items())))
+    if isinstance(value, Node):  # a fused chain's node
+        return ("node", _node_key(value))
+    try:
+        hash(value)
+    except TypeError:
+        return (type(value).__name__, repr(value))
+    return (type(value).__name__, value)
 
 
 def _key(view: View) -> tuple:
@@ -623,5 +846,8 @@ def build(graph: Graph) -> Runner:
             llvm_type(t.dtype)
     lowering = GraphLowering(graph)
     text = lowering.lower()
-    native = NativeFunction(text, "entry")
-    return Runner(graph, native, lowering.workspace_bytes, lowering.errors)
+    kernels = list(dict.fromkeys(lowering.kernels))
+    native = NativeFunction(text, "entry", keep=tuple(kernels))
+    parts = [native.artifacts] + [k.native.artifacts for k in kernels]
+    native.artifacts = Artifacts.joined(parts)
+    return Runner(graph, native, lowering.workspace_bytes, ERRORS)

@@ -10,7 +10,9 @@ Semantics follow each op's numpy reference (`mytorch/ops`), including NaN propag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
@@ -27,6 +29,31 @@ UNSUPPORTED = {
     "rand": "a random op: its draws must come from mytorch's generator, in order",
     "dropout_mask": "a random op: its draws must come from mytorch's generator, in order",
 }
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """A kernel whose code serves every size of one dimension: the named dims of its views
+    (view position, dim) have size `count * unit`, and `count` is passed at run time (a loop's
+    steps, a product's groups of rows or of k steps). The kernel sees those dims as `unit`
+    long and reads the count as `ctx.count`; `plan` holds what its code decides from the count."""
+
+    count: int
+    unit: int
+    dims: tuple[tuple[int, int], ...]
+    plan: tuple = ()
+
+
+# op -> fn(node, views) -> Scaled | None: the ops whose kernels can take a size at run time
+SCALED: dict[str, Callable] = {}
+
+
+def scaled(op: str):
+    def add(fn):
+        SCALED[op] = fn
+        return fn
+
+    return add
 
 
 def view_lowering(op: str):
@@ -345,8 +372,20 @@ def _sum_to(ctx, node, out: View, x: View):
         v = _convert(b, k.load(x, idx), x.dtype, acc.dtype)
         k.store(b.fadd(k.load(acc, o), v), acc, o)
 
-    k.loop_nest(x.shape, body, "r")
+    if ctx.count is not None:  # the leading dim's size at run time (`_sum_to_scaled`)
+        k.loop(ctx.count, lambda t: k.loop_nest(x.shape[1:], lambda idx: body([t, *idx]), "r"))
+    else:
+        k.loop_nest(x.shape, body, "r")
     _finish_sum(ctx, acc, out)
+
+
+@scaled("sum_to")
+def _sum_to_scaled(node, views):
+    """A sum over a leading dim (a bias gradient over time steps) takes its size at run time."""
+    out, x = views
+    if len(x.shape) > len(out.shape) and x.shape[0] > 0:
+        return Scaled(x.shape[0], 1, ((1, 0),))
+    return None
 
 
 @lowering("max", "min", "argmax", "argmin")
@@ -516,8 +555,19 @@ def _gather(ctx, node, out: View, x: View):
     k.loop(out.size, body, "g")
 
 
+def copy_kernel(ctx, node, out: View, src: View):
+    """out = src (a kernel of its own: `basic_getitem_grad`'s copy)."""
+    convert_copy(ctx, src, out)
+
+
+def is_basic_index(index) -> bool:
+    return not any(isinstance(i, IntArray) for i in index)
+
+
 @lowering("getitem_grad")
 def _scatter(ctx, node, out: View, g: View):
+    """Integer-array indexing's gradient (`GraphLowering` lowers basic indexing's as a copy into
+    a zeroed value): a compile-time table of destinations, adding (indices may repeat)."""
     k, b = ctx.k, ctx.k.builder
     gemm.fill(k, out, k.constant(0, out.dtype))
     table = k.global_array(_gather_table(node.shape, node.params["index"]).ravel(), "scatter")
@@ -603,11 +653,15 @@ def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None)
     b2 = bmat
     if len(bmat.shape) == 1:
         b2 = View(bmat.ptr, bmat.offset, bmat.shape + (1,), bmat.strides + (1,), bmat.dtype)
+    if ctx.count is not None and len(out.shape) == 3:  # (n, M, K) @ (K, N): see `_matmul_scaled`
+        _row_groups(ctx, out, a, bmat, bias)
+        return
+    chunks = None if ctx.count is None else (ctx.count, ctx.scaled.unit)
     if not out.is_contiguous:  # a 2-D product placed into a cat's value or an output's
         assert bias is None and len(out.shape) == len(a.shape) == len(bmat.shape) == 2
         if out.strides[1] != 1:  # into a transposed view: out.T = b.T @ a.T
             a, bmat, out = bmat.transpose((1, 0)), a.transpose((1, 0)), out.transpose((1, 0))
-        _product(ctx, a, bmat, out, init=_zeros(ctx, out))
+        _product(ctx, a, bmat, out, init=_zeros(ctx, out), chunks=chunks)
         return
     m, n = a2.shape[-2], b2.shape[-1]
     batch = tuple(out.shape[: len(out.shape) - (len(a.shape) > 1) - (len(bmat.shape) > 1)])
@@ -621,13 +675,108 @@ def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None)
     if len(b2.shape) == 2 and rows is not None and _merge_rows(start) is not None:
         # (T, B, K) @ (K, N): one (T*B, K) product
         flat_out = View(out.ptr, out.offset, (rows.shape[0], n), (n, 1), out.dtype)
-        _product(ctx, rows, b2, flat_out, init=_merge_rows(start))
+        _product(ctx, rows, b2, flat_out, init=_merge_rows(start), chunks=chunks)
         return
+    assert chunks is None
     gemm.batched(
         ctx.k,
         batch,
         [a3, b3, out2, start],
         lambda av, bv, cv, iv: _product(ctx, av, bv, cv, init=iv),
+    )
+
+
+# Products share one kernel for every multiple of these: rows of A per group (a batch of at least
+# this many rows); k steps per chunk (the largest power of two up to CHUNK_STEPS dividing the
+# depth, at least MIN_CHUNK_STEPS: a depth of T * batch gives one chunk size for every T when
+# CHUNK_STEPS divides the batch, a few otherwise).
+GROUP_MIN_ROWS = 16
+CHUNK_STEPS = 64
+MIN_CHUNK_STEPS = 16
+
+
+@scaled("matmul")
+def _matmul_scaled(node, views):
+    """Products whose size grows with a sequence's length take it at run time: (n, M, K) @ (K, N)
+    (an input projection over time steps) as n products of M rows, B prepared once; and a
+    weight gradient A.T @ G whose k steps are n * CHUNK_STEPS, in chunks of k steps."""
+    out, a, b = views[:3]
+    if out.dtype.kind != "f" or any(v.dtype != out.dtype for v in views):
+        return None
+    if (
+        len(out.shape) == len(a.shape) == 3
+        and len(b.shape) == 2
+        and out.is_contiguous
+        and a.shape[1] >= GROUP_MIN_ROWS
+        and a.strides[0] == a.strides[1] * a.shape[1]
+        and all(len(v.shape) == 1 for v in views[3:])
+    ):
+        return Scaled(out.shape[0], 1, ((0, 0), (1, 0)))
+    if len(out.shape) == len(a.shape) == len(b.shape) == 2 and len(views) == 3:
+        depth = a.shape[1]
+        unit = math.gcd(depth, CHUNK_STEPS)
+        if a.strides[0] == 1 and b.strides[1] == 1 and depth and unit >= MIN_CHUNK_STEPS:
+            return Scaled(depth // unit, unit, ((1, 1), (2, 0)))
+    return None
+
+
+def _row_groups(ctx, out: View, a: View, b: View, bias: View | None) -> None:
+    """out[t] = a[t] @ b (+ bias) for t < ctx.count, b packed once before the groups."""
+    k = ctx.k
+    a0 = View(a.ptr, a.offset, a.shape[1:], a.strides[1:], a.dtype)
+    _operands(ctx, a0, b, copy_a=False)  # the groups' products find the copy
+    one = View(out.ptr, out.offset, out.shape[1:], out.strides[1:], out.dtype)
+    start = _zeros(ctx, one) if bias is None else bias.broadcast_to(one.shape)
+
+    def group(t):
+        with ctx.scope():
+            _product(ctx, k.offset_view(a, 0, t), b, k.offset_view(out, 0, t), init=start)
+
+    k.loop(ctx.count, group, "g")
+
+
+def _chunked(ctx, a: View, b: View, c: View, init, count, unit: int) -> None:
+    """c = init + a @ b over count * unit k steps (count an i64 value): a first chunk starts
+    from init, then blocks of chunks (the product's own cache block), then single chunks."""
+    k, bld = ctx.k, ctx.k.builder
+    block = max(1, gemm.KC_ROWS // unit)  # the product's own cache block
+
+    def part(start, steps, first):
+        av = View(
+            a.ptr,
+            bld.add(a.offset, bld.mul(start, ir.Constant(I64, a.strides[1]))),
+            (a.shape[0], steps),
+            a.strides,
+            a.dtype,
+        )
+        bv = View(
+            b.ptr,
+            bld.add(b.offset, bld.mul(start, ir.Constant(I64, b.strides[0]))),
+            (steps, b.shape[1]),
+            b.strides,
+            b.dtype,
+        )
+        with ctx.scope():
+            _product(ctx, av, bv, c, init if first else None)
+
+    part(ir.Constant(I64, 0), unit, True)
+    rest = bld.sub(count, ir.Constant(I64, 1))
+    blocks = bld.udiv(rest, ir.Constant(I64, block))
+    k.loop(
+        blocks,
+        lambda i: part(
+            bld.add(bld.mul(i, ir.Constant(I64, block * unit)), ir.Constant(I64, unit)),
+            block * unit,
+            False,
+        ),
+        "kb",
+    )
+    done = bld.add(bld.mul(blocks, ir.Constant(I64, block * unit)), ir.Constant(I64, unit))
+    singles = bld.urem(rest, ir.Constant(I64, block))
+    k.loop(
+        singles,
+        lambda j: part(bld.add(done, bld.mul(j, ir.Constant(I64, unit))), unit, False),
+        "ks",
     )
 
 
@@ -638,26 +787,36 @@ def _zeros(ctx, like: View) -> View:
     return View(zero.ptr, zero.offset, like.shape, (0,) * len(like.shape), like.dtype)
 
 
-def _product(ctx, a: View, b: View, c: View, init=None, activation=None) -> None:
-    """c = activation((init or c) + a @ b). A weight used as W.T (every `x @ W.T`) is read in
-    place by the dot kernel or copied k-major for the axpy kernel, whichever costs less; the
-    copy of a parameter is kept between calls. A plain B with many rows of A is copied into
-    column panels."""
+def _product(ctx, a: View, b: View, c: View, init=None, activation=None, chunks=None) -> None:
+    """c = activation((init or c) + a @ b), over `chunks` (count, unit) of k steps if given.
+    A weight used as W.T (every `x @ W.T`) is read in place by the dot kernel or copied k-major
+    for the axpy kernel, whichever costs less; the copy of a parameter is kept between calls.
+    A plain B with many rows of A is copied into column panels."""
+    if chunks is not None:
+        assert activation is None
+        _chunked(ctx, a, b, c, init, *chunks)
+        return
     if c.dtype.kind != "f":  # integer products: exact, in plain loops
         if init is not None:
             gemm.copy(ctx.k, init.broadcast_to(c.shape), c)
         gemm.scalar_kernel(ctx.k, a, b, c)
         return
+    a, b = _operands(ctx, a, b)
+    gemm.accumulate(ctx.k, a, b, c, init, activation, ctx.reverse_k)
+
+
+def _operands(ctx, a: View, b: View, copy_a: bool = True):
+    """A and B as the product reads them (see `_product`); A as it is unless `copy_a`."""
     packed = ctx.existing_copy(b)  # e.g. a loop's weight, packed before its first step
     if packed is not None:
-        b = packed
-    elif gemm.prefers_packing(a.shape[0], b, kept=_keep(b)):
-        b = ctx.kept_transpose(b, a.shape[0]) if _keep(b) else ctx.contiguous(b)
-    elif b.strides[0] == 1:  # the dot form reads rows of A as vectors
-        a = ctx.contiguous(a)
-    elif gemm.prefers_panels(a, b):  # a plain B (a backward's G @ W), copied once per call
-        b = ctx.panels(b, a.shape[0])
-    gemm.accumulate(ctx.k, a, b, c, init, activation, ctx.reverse_k)
+        return a, packed
+    if gemm.prefers_packing(a.shape[0], b, kept=_keep(b)):
+        return a, ctx.kept_transpose(b, a.shape[0]) if _keep(b) else ctx.contiguous(b)
+    if b.strides[0] == 1:  # the dot form reads rows of A as vectors
+        return ctx.contiguous(a) if copy_a else a, b
+    if gemm.prefers_panels(a, b):  # a plain B (a backward's G @ W), copied once per call
+        return a, ctx.panels(b, a.shape[0])
+    return a, b
 
 
 def _keep(b: View) -> bool:
@@ -718,39 +877,31 @@ def _loop(ctx, node, out: View, *args: View):
     """hs[t] = body(xs[t], h_{t-1}, *invariants): the body's code runs inside a native loop.
 
     With `sequences=k`, the first k inputs are all sliced at step t; with `reverse=True`, t runs
-    from T-1 down to 0 and each step reads the state of step t+1.
+    from T-1 down to 0 and each step reads the state of step t+1. The number of steps may come
+    at run time (`_loop_scaled`): one kernel then serves every sequence length.
     """
     k, b = ctx.k, ctx.k.builder
     sequences, reverse = node.params.get("sequences", 1), node.params.get("reverse", False)
     seqs, h0, invariants = args[:sequences], ctx.contiguous(args[sequences]), args[sequences + 1 :]
-    steps = seqs[0].shape[0]
+    if ctx.count is not None:
+        steps, plan = ctx.count, ctx.scaled.plan
+    else:
+        steps = ir.Constant(I64, seqs[0].shape[0])
+        plan = _loop_plan(node, args, seqs[0].shape[0])
     # The body (an rnn_step) uses its 2-D invariants as W.T: pack them here, before the loop,
     # where packing pays, so the body finds the copy instead of making one every step.
     rows = h0.shape[0] if h0.shape else 1
-    body = node.params["body"]
-    for w, inp in zip(invariants, body.inputs[sequences + 1 :], strict=True):
-        if len(w.shape) != 2:
-            continue
-        if (
-            steps > 1
-            and w.strides[1] == 1
-            and any(
-                u.op == "matmul" and u.inputs[1] is inp and u.inputs[0] is not inp
-                for u in inp.users
-            )
-        ):
+    for w, how in zip(invariants, plan, strict=True):
+        if how == "panels":
             ctx.panels(w, rows)  # B of the body's products as it is (a reverse loop's W)
-            continue
-        w_t = w.transpose((1, 0))
-        if not gemm.prefers_packing(rows, w_t, reuse=steps, kept=_keep(w_t)):
-            continue
-        if _keep(w_t):
-            ctx.kept_transpose(w_t, rows)
-        else:
-            ctx.contiguous(w_t)
+        elif how == "kept":
+            ctx.kept_transpose(w.transpose((1, 0)), rows)
+        elif how == "copy":
+            ctx.contiguous(w.transpose((1, 0)))
     zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
-    last = ir.Constant(I64, steps - 1)
+    last = b.sub(steps, one)
     ty = llvm_type(h0.dtype)
+    body = node.params["body"]
 
     def step(i):
         t = b.sub(last, i) if reverse else i
@@ -775,3 +926,41 @@ def _loop(ctx, node, out: View, *args: View):
             ctx.reverse_k = outer_reverse
 
     k.loop(steps, step, "t")
+
+
+def _loop_plan(node, args, steps: int) -> tuple:
+    """How the loop prepares each invariant before its steps: 'panels' (a B its body's products
+    read as it is), 'kept' (a parameter's W.T, kept between calls), 'copy' (W.T copied) or None."""
+    sequences = node.params.get("sequences", 1)
+    h0, invariants = args[sequences], args[sequences + 1 :]
+    rows = h0.shape[0] if h0.shape else 1
+    body = node.params["body"]
+    plan = []
+    for w, inp in zip(invariants, body.inputs[sequences + 1 :], strict=True):
+        if len(w.shape) != 2:
+            plan.append(None)
+        elif (
+            steps > 1
+            and w.strides[1] == 1
+            and any(
+                u.op == "matmul" and u.inputs[1] is inp and u.inputs[0] is not inp
+                for u in inp.users
+            )
+        ):
+            plan.append("panels")
+        elif not gemm.prefers_packing(
+            rows, w.transpose((1, 0)), reuse=steps, kept=_keep(w.transpose((1, 0)))
+        ):
+            plan.append(None)
+        else:
+            plan.append("kept" if _keep(w.transpose((1, 0))) else "copy")
+    return tuple(plan)
+
+
+@scaled("loop")
+def _loop_scaled(node, views):
+    """A loop takes its number of steps at run time; the key keeps how it packs its weights."""
+    sequences = node.params.get("sequences", 1)
+    steps = views[0].shape[0]
+    dims = tuple((v, 0) for v in range(sequences + 1))  # its value and its sequences
+    return Scaled(steps, 1, dims, _loop_plan(node, views[1:], steps))

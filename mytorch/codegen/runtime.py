@@ -48,21 +48,31 @@ def target_machine(opt: int = 3):
     )
 
 
-def host_features() -> set[str]:
+@functools.cache
+def host_features() -> frozenset[str]:
     """The host CPU's enabled features: {'avx2', 'avx512f', 'fma', ...}."""
     flat = llvm().get_host_cpu_features().flatten()
-    return {f[1:] for f in flat.split(",") if f.startswith("+")}
+    return frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
 
 
 @dataclass
 class Artifacts:
-    """What the build produced, kept for teaching and dumps (assembly made on first request)."""
+    """What the build produced, kept for teaching and dumps (assembly made on first request).
+    A graph's entry module comes first, then the shared kernel modules it calls (`parts`)."""
 
     llvm_ir_raw: str
     llvm_ir: str
+    parts: tuple[Artifacts, ...] = ()
+
+    @classmethod
+    def joined(cls, parts: list[Artifacts]) -> Artifacts:
+        raw = "\n".join(p.llvm_ir_raw for p in parts)
+        return cls(raw, "\n".join(p.llvm_ir for p in parts), tuple(parts))
 
     @functools.cached_property
     def asm(self) -> str:
+        if self.parts:
+            return "\n".join(p.asm for p in self.parts)
         module = llvm().parse_assembly(self.llvm_ir)
         return target_machine().emit_assembly(module)
 
@@ -70,7 +80,8 @@ class Artifacts:
 class NativeFunction:
     """A JIT-compiled `void f(ptr* args)`; keeps its engine alive as long as it lives."""
 
-    def __init__(self, llvm_ir: str, name: str):
+    def __init__(self, llvm_ir: str, name: str, keep=()):
+        self.keep = keep  # what its code calls into (shared kernels)
         binding = llvm()
         module = binding.parse_assembly(llvm_ir)
         module.verify()

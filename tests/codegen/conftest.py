@@ -3,6 +3,8 @@
 - faulthandler is on: a crash inside JIT-compiled code still prints a Python traceback.
 - Fixtures shared by the test files: `assert_same` (values, dtypes, NaN and inf positions) and
   `compiled_pair` (the same function compiled with the llvm and numpy backends).
+- Every shared kernel found in the cache is emitted again and checked to be the cached code
+  (`llvm.CHECK_SHARED`): a kernel key that misses something fails a test, whichever test.
 """
 
 from __future__ import annotations
@@ -13,6 +15,13 @@ import numpy as np
 import pytest
 
 faulthandler.enable()
+
+
+@pytest.fixture(autouse=True)
+def check_shared_kernels(monkeypatch):
+    from mytorch.codegen import llvm
+
+    monkeypatch.setattr(llvm, "CHECK_SHARED", True)
 
 RTOL, ATOL = 1e-4, 1e-5
 
