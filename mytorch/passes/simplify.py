@@ -93,6 +93,9 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
         return _with_zeros(graph, node)
     if op == "getitem" and ins[0].op == "cat":
         return _slice_of_part(graph, node)
+    if op == "getitem" and ins[0].op == "reshape" and ins[0].shape[:1] == (1,):
+        span = step_range(node.params["index"], 1)
+        return _take(graph, ins[0], *span, node) if span is not None and span[2] else None
     if op == "getitem" and ins[0].op == "getitem_grad":
         return _slice_of_scatter(graph, node)
     if op == "stack":
@@ -132,6 +135,10 @@ def _take(graph: Graph, x: Node, start: int, stop: int, by_int: bool, like: Node
     """Steps start:stop of x (an int index when by_int), with `like`'s other index entries."""
     if not by_int and (start, stop) == (0, x.shape[0]):
         return x
+    if by_int and x.op == "reshape" and x.shape == (1,) + x.inputs[0].shape:
+        return x.inputs[0]  # (a peeled step, given its steps dim)
+    if x is like.inputs[0]:
+        return None
     first = start if by_int else Slice(start, stop, None)
     return graph.add_node("getitem", [x], {"index": (first,) + tuple(like.params["index"][1:])})
 
