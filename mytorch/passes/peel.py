@@ -10,7 +10,8 @@ constant, and `simplify` then folds the zeros away (rnn_step(x, 0, w) -> tanh(x)
 (a reverse loop peels its last slice, which it runs first). Autodiff runs over the optimized
 forward, so the backward no longer has the zero rows in the weight gradient either. Only loops
 whose body feeds the carry to a product are peeled: elsewhere the split would cost a copy for
-no saving. A loop of one step becomes that step.
+no saving. A loop of one step becomes that step; a step from zeros outside any loop (a sequence
+of one step, never rolled) is simplified the same way.
 """
 
 from __future__ import annotations
@@ -35,8 +36,15 @@ def peel(graph: Graph) -> PassResult:
             changed = True
     if changed:
         graph.sort()
-        simplify(graph)  # what the peeled step no longer computes
+    # what the peeled steps no longer compute (and a step from zeros that was never a loop)
+    if changed or any(_zero_product(n) for n in graph.nodes):
+        changed |= simplify(graph).changed
     return PassResult(graph, changed)
+
+
+def _zero_product(node: Node) -> bool:
+    positions = PRODUCTS.get(node.op, ())
+    return any(is_zeros(node.inputs[k]) for k in positions if k < len(node.inputs))
 
 
 def _peelable(graph: Graph, loop: Node) -> bool:
@@ -45,8 +53,9 @@ def _peelable(graph: Graph, loop: Node) -> bool:
         return False  # (the common case: no remark)
     carry = loop.params["body"].inputs[sequences]
     if not any(
-        u.op in PRODUCTS and any(u.inputs[k] is carry for k in PRODUCTS[u.op] if k < len(u.inputs))
+        k < len(u.inputs) and u.inputs[k] is carry
         for u in carry.users
+        for k in PRODUCTS.get(u.op, ())
     ):
         return remark(PATTERN, loop, False, "no product reads the carry")
     if not _no_copy(graph, loop):
