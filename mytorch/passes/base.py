@@ -65,6 +65,7 @@ PIPELINES: dict[str, list[str]] = {
         "reroll",
         "batch_steps",
         "unroll",
+        "peel",
         "dce",
     ],
     "none": [],

@@ -50,6 +50,43 @@ def replace(graph: Graph, old: Node, new: Node) -> None:
     prune(graph, [old])
 
 
+def is_zeros(node: Node) -> bool:
+    """A constant of zeros, or a view of one (before `const_fold` makes it a constant)."""
+    while node.op in ("reshape", "broadcast_to"):
+        node = node.inputs[0]
+    return const_equals(node, 0)
+
+
+def inline_body(graph: Graph, body: Graph, args, before: Node) -> Node:
+    """`body` (one output) applied once to `args`, as nodes of `graph` placed before `before`."""
+    value = dict(zip(body.inputs, args, strict=True))
+    for node in body.nodes:
+        if node.is_const:
+            value[node] = graph.add_const(node.value, before=before)
+        else:
+            inputs = [value[i] for i in node.inputs]
+            value[node] = graph.add_node(
+                node.op, inputs, node.params, type=node.type, before=before
+            )
+            value[node].loc = node.loc
+    return value[body.outputs[0]]
+
+
+def step_range(index, steps: int) -> tuple[int, int, bool] | None:
+    """(start, stop, by_int) when `index` takes steps start:stop of dim 0 and all of the other
+    dims (by_int: an int index, dropping dim 0)."""
+    if not index or any(i not in (ALL, Ellipsis) for i in index[1:]):
+        return None
+    first = index[0]
+    if isinstance(first, int) and -steps <= first < steps:
+        start = first % steps
+        return start, start + 1, True
+    if isinstance(first, Slice) and first.step in (None, 1):
+        start, stop, _ = slice(first.start, first.stop).indices(steps)
+        return (start, stop, False) if start < stop else None
+    return None
+
+
 def step_index(node: Node) -> int | None:
     """t when `node` is `x[t]` (an int index on dim 0, the other dims whole), else None."""
     if node.op != "getitem":

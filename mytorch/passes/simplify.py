@@ -24,7 +24,7 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..ops.shape import Slice
 from .base import PassResult, register_pass
-from .rewrite import const_equals, replace, stacked_source, subgraphs
+from .rewrite import const_equals, is_zeros, replace, stacked_source, step_range, subgraphs
 
 _IDENTITY_OPERAND = {  # op -> (identity constant, operand positions where it may stand)
     "add": (0, (0, 1)),
@@ -89,13 +89,122 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
             if composed == tuple(range(len(dims))):
                 return ins[0].inputs[0]
             return graph.add_node("permute", [ins[0].inputs[0]], {"dims": composed})
+    if op in _ZERO_OPERAND:
+        return _with_zeros(graph, node)
+    if op == "getitem" and ins[0].op == "cat":
+        return _slice_of_part(graph, node)
+    if op == "getitem" and ins[0].op == "reshape" and ins[0].shape[:1] == (1,):
+        span = step_range(node.params["index"], 1)
+        return _take(graph, ins[0], *span, node) if span is not None and span[2] else None
+    if op == "getitem" and ins[0].op == "getitem_grad":
+        return _slice_of_scatter(graph, node)
     if op == "stack":
         return _unstack(node)
     if op == "transpose" and ins[0].op == "matmul":
         return _transpose_product(graph, node)
+    if op == "cat" and node.params["dim"] == 0 and any(i.op == "cat" for i in ins):
+        return _flatten_cats(graph, node)
     if op == "cat":
         return _join_products(graph, node)
     return None
+
+
+# op -> the operand positions where zeros make the result zeros, or leave a cheaper op
+_ZERO_OPERAND = {"matmul": (0, 1), "mul": (0, 1), "rnn_step": (1,), "rnn_cell": (1,)}
+
+
+def _with_zeros(graph: Graph, node: Node) -> Node | None:
+    """matmul or mul with zeros -> zeros; an RNN step from the zero state skips its product.
+    (As in any product: zeros times a value are taken to be zeros, inf and nan included.)"""
+    op, ins = node.op, node.inputs
+    if not any(is_zeros(ins[k]) for k in _ZERO_OPERAND[op]):
+        return None
+    if op in ("matmul", "mul"):
+        return graph.add_const(np.zeros(node.shape, dtype=node.dtype))
+    x = ins[0]
+    if op == "rnn_cell":  # act(x @ w_ih.T + b)
+        _, _, w_ih, _, bias = ins
+        w_t = graph.add_node("transpose", [w_ih], {"d0": 0, "d1": 1})
+        x = graph.add_node("add", [graph.add_node("matmul", [x, w_t]), bias])
+    if x.type != node.type:
+        return None
+    return graph.add_node(node.params["nonlinearity"], [x])
+
+
+def _take(graph: Graph, x: Node, start: int, stop: int, by_int: bool, like: Node) -> Node:
+    """Steps start:stop of x (an int index when by_int), with `like`'s other index entries."""
+    if not by_int and (start, stop) == (0, x.shape[0]):
+        return x
+    if by_int and x.op == "reshape" and x.shape == (1,) + x.inputs[0].shape:
+        return x.inputs[0]  # (a peeled step, given its steps dim)
+    if x is like.inputs[0]:
+        return None
+    first = start if by_int else Slice(start, stop, None)
+    return graph.add_node("getitem", [x], {"index": (first,) + tuple(like.params["index"][1:])})
+
+
+def _slice_of_part(graph: Graph, node: Node) -> Node | None:
+    """cat(a, b, dim=0)[i] or [i:j] -> the same steps of the one part they lie in: a peeled
+    loop's states read where the loop's were."""
+    joined = node.inputs[0]
+    span = step_range(node.params["index"], joined.shape[0]) if joined.params["dim"] == 0 else None
+    if span is None:
+        return None
+    start, stop, by_int = span
+    offset = 0
+    for part in joined.inputs:
+        n = part.shape[0]
+        if offset <= start and stop <= offset + n:
+            return _take(graph, part, start - offset, stop - offset, by_int, node)
+        offset += n
+    return None
+
+
+def _slice_of_scatter(graph: Graph, node: Node) -> Node | None:
+    """getitem_grad(g, [k])[i:j]: zeros when k is not in i:j, else g (a peeled loop's slices
+    of the cotangent that only its last step receives)."""
+    scatter = node.inputs[0]
+    steps = scatter.shape[0]
+    read = step_range(node.params["index"], steps)
+    written = step_range(scatter.params["index"], steps)
+    if read is None or written is None:
+        return None
+    (start, stop, by_int), (w_start, w_stop, w_int) = read, written
+    g = scatter.inputs[0]
+    if stop <= w_start or w_stop <= start:
+        return graph.add_const(np.zeros(node.shape, dtype=node.dtype))
+    if (start, stop, by_int) == (w_start, w_stop, w_int):
+        return g if g.type == node.type else None
+    if (start, stop) == (w_start, w_stop) and w_int:  # x[k:k+1] of a scatter at [k]
+        new = graph.add_node("reshape", [g], {"shape": node.shape})
+        return new if new.type == node.type else None
+    return None
+
+
+def _flatten_cats(graph: Graph, node: Node) -> Node | None:
+    """cat(a, cat(b, c), dim=0) -> cat(a, b, c), the inner cat's other readers reading its
+    steps of the outer one: one copy instead of two (a peeled reverse loop's steps and the
+    peeled step before them)."""
+    parts, inner_spans, offset = [], [], 0
+    for i in node.inputs:
+        if i.op == "cat" and i.params["dim"] == 0 and i not in graph.outputs:
+            parts.extend(i.inputs)
+            inner_spans.append((i, offset))
+        else:
+            parts.append(i)
+        offset += i.shape[0]
+    new = graph.add_node("cat", parts, {"dim": 0})
+    if new.type != node.type:
+        return None
+    for inner, start in inner_spans:
+        if any(u is not node for u in inner.users):
+            index = (Slice(start, start + inner.shape[0], None),)
+            view = graph.add_node("getitem", [new], {"index": index})
+            for user in [u for u in inner.users if u is not node]:
+                user.inputs = tuple(view if i is inner else i for i in user.inputs)
+                view.users.append(user)
+                inner.users.remove(user)
+    return new
 
 
 def _late_rewrite(graph: Graph, node: Node) -> Node | None:
@@ -139,7 +248,7 @@ def _drop_zero_rows(graph: Graph, node: Node) -> Node | None:
     if joined.shape[-1] != b.shape[1]:  # (a reshape that only folds the leading dims into rows)
         return None
     rows = [int(np.prod(p.shape[:-1], dtype=np.int64)) for p in joined.inputs]
-    zero = [_zeros(p) for p in joined.inputs]
+    zero = [is_zeros(p) for p in joined.inputs]
     kept = [k for k, z in enumerate(zero) if not z]
     if not kept or len(kept) == len(zero) or kept != list(range(kept[0], kept[-1] + 1)):
         return None
@@ -151,13 +260,6 @@ def _drop_zero_rows(graph: Graph, node: Node) -> Node | None:
         rest = graph.add_node("reshape", [rest], {"shape": (stop - start, b.shape[1])})
     index = (Slice(None, None, None), Slice(start, stop, None))
     return graph.add_node("matmul", [graph.add_node("getitem", [a], {"index": index}), rest], {})
-
-
-def _zeros(node: Node) -> bool:
-    """A constant of zeros, or a view of one (before `const_fold` makes it a constant)."""
-    while node.op in ("reshape", "broadcast_to"):
-        node = node.inputs[0]
-    return const_equals(node, 0)
 
 
 def _same_value(x: Node, y: Node) -> bool:

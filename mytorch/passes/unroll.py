@@ -13,7 +13,7 @@ from ..errors import CompileError
 from ..ir.graph import Graph, Node
 from ..ir.loop import check_differentiable_body
 from .base import PassResult, register_pass, remark
-from .rewrite import is_forward_loop, prune, step_index
+from .rewrite import inline_body, is_forward_loop, prune, step_index
 
 PATTERN = "unroll: a loop the gradient rule cannot take"
 
@@ -47,17 +47,7 @@ def _unroll(graph: Graph, loop: Node) -> None:
     states = []
     for t in range(xs.shape[0]):
         x = graph.add_node("getitem", [xs], {"index": (t,)}, before=loop)
-        value = dict(zip(body.inputs, [x, h, *invariants], strict=True))
-        for node in body.nodes:
-            if node.is_const:
-                value[node] = graph.add_const(node.value, before=loop)
-            else:
-                inputs = [value[i] for i in node.inputs]
-                value[node] = graph.add_node(
-                    node.op, inputs, node.params, type=node.type, before=loop
-                )
-                value[node].loc = node.loc
-        h = value[body.outputs[0]]
+        h = inline_body(graph, body, [x, h, *invariants], before=loop)
         states.append(h)
     # loop[t] is step t's state; the loop itself, all of them stacked.
     reads = {u for u in loop.users if step_index(u) is not None}
