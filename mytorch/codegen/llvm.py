@@ -1,4 +1,5 @@
-"""The llvm backend: one LLVM module per graph signature, JIT-compiled for the host CPU.
+"""The llvm backend: an entry module per graph signature calling shared kernels, JIT-compiled
+for the host CPU.
 
     graph -> GraphLowering (views and kernels per node, in order) -> LLVM IR -> O3 -> machine code
 
