@@ -40,6 +40,10 @@ def user_location() -> str:
 
 
 _INSIDE: dict[str, bool] = {}  # source file -> whether it is mytorch's own code
+# (id of a code object, offset of its instruction) -> ((file, line), the code object, kept alive
+# so that its id stays its own). A traced loop makes its ops from the same few call sites every
+# step; a frame's f_lineno scans the code's line table from its start at every read.
+_LOCATIONS: dict[tuple[int, int], tuple[tuple[str, int], object]] = {}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -188,7 +192,13 @@ class Tracer:
             if known is None:
                 known = inside[filename] = _in_package(filename)
             if not known:
-                node.loc = (filename, frame.f_lineno)
+                code = frame.f_code
+                found = _LOCATIONS.get((id(code), frame.f_lasti))
+                if found is None:
+                    if len(_LOCATIONS) >= 4096:
+                        _LOCATIONS.clear()
+                    found = _LOCATIONS[id(code), frame.f_lasti] = ((filename, frame.f_lineno), code)
+                node.loc = found[0]
                 break
             frame = frame.f_back
         return TracerTensor(node)
