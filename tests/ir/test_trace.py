@@ -158,6 +158,20 @@ def test_each_traced_op_records_the_users_source_line():
     assert lines == {"tanh": [loop] * 3 + [after, nested], "transpose": [nested], "add": [nested]}
 
 
+def test_ops_made_deep_inside_mytorch_get_the_line_that_called_into_it():
+    lin, rnn = nn.Linear(2, 2), nn.RNN(2, 2)
+
+    def fn(x):
+        y = lin(x)  # tag:first-call
+        y = lin(y)  # tag:second-call
+        return rnn(y.reshape(3, 1, 2))  # tag:rnn-call
+
+    graph = mytorch.trace(fn, mytorch.randn(3, 2))
+    first, second, third = (line_of(f"# tag:{t}-call") for t in ("first", "second", "rnn"))
+    lines = [node.loc[1] for node in graph.nodes if node.loc]
+    assert lines == [first] * 3 + [second] * 3 + [third] * (len(lines) - 6)
+
+
 def test_trace_returns_a_verified_graph_with_outputs_in_order():
     def f(x):
         return x.tanh(), x.sum(), x
