@@ -385,13 +385,13 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
     # Their inputs may die with them, and so may what the steps read from outside (xs[t], the
     # W.T each step makes).
     pending = [i for node in gone for i in node.inputs]
-    pending += [
-        value
-        for body in steps.bodies
-        for node, roles in zip(body, steps.roles, strict=True)
-        for role, value in zip(roles, node.inputs, strict=True)
+    outer = [  # (template position, input position) of those reads: the same in every step
+        (j, k)
+        for j, roles in enumerate(steps.roles)
+        for k, role in enumerate(roles)
         if role is _X or (role is not _H and role.__class__ is not int)
     ]
+    pending += [body[j].inputs[k] for body in steps.bodies for j, k in outer]
     _add_dead_inputs(dead, outputs, pending)
     # Whatever else reads a step's state reads loop[t].
     for t, carry in enumerate(steps.carries):
