@@ -265,7 +265,13 @@ class _Matcher:
         taken = {carry}
         for j in range(len(template) - 1, -1, -1):  # users before inputs
             a, b = template[j], body[j]
-            if b is None or not self._node_ok(a, b):
+            if (
+                b is None
+                or a.op != b.op
+                or (a.type is not b.type and a.type != b.type)
+                or len(a.inputs) != len(b.inputs)
+                or (a.params is not b.params and a.params != b.params)
+            ):  # (_node_ok, inline)
                 return f"step {t} computes its state differently from step 1 (at %{a.name})"
             for role, value in zip(all_roles[j], b.inputs, strict=True):
                 if role is value:  # a value every step reads
@@ -277,6 +283,12 @@ class _Matcher:
                     if known is None and value not in taken:
                         body[role] = value
                         taken.add(value)
+                        continue
+                elif role is _X:
+                    if self.slices.get(value) == t:
+                        continue
+                elif role is _H and t:
+                    if value is self.states[t]:
                         continue
                 elif self._input_ok(t, role, value, body):
                     continue
