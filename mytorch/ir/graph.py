@@ -46,7 +46,15 @@ def freeze_params(params: Mapping) -> Mapping:
     Hashable params (all but a loop's body) give one shared mapping per distinct value.
     """
     # Keyed with the values' classes too: 1, 1.0 and True are equal, but print differently.
-    key = (*params.items(), *[v.__class__ for v in params.values()])
+    # (Traced ops pass one or two params: those keys are built without a comprehension.)
+    if len(params) == 1:
+        (item,) = params.items()
+        key = (item, item[1].__class__)
+    elif len(params) == 2:
+        a, b = params.items()
+        key = (a, b, a[1].__class__, b[1].__class__)
+    else:
+        key = (*params.items(), *[v.__class__ for v in params.values()])
     try:
         frozen = _FROZEN.get(key)
     except TypeError:  # an unhashable value: a mapping of its own
@@ -209,7 +217,13 @@ class Graph:
         inputs = tuple(inputs)
         params = freeze_params(params) if params else NO_PARAMS
         if type is None:  # (infer_type's cache lookup, inline: this runs once per traced op)
-            found = _TYPES.get((op, id(params), *[id(i.type) for i in inputs]))
+            if len(inputs) == 1:
+                key = (op, id(params), id(inputs[0].type))
+            elif len(inputs) == 2:
+                key = (op, id(params), id(inputs[0].type), id(inputs[1].type))
+            else:
+                key = (op, id(params), *[id(i.type) for i in inputs])
+            found = _TYPES.get(key)
             type = found[0] if found is not None else infer_type(op, inputs, params)
         node = Node(self._claim(name) if name else self.unique_name(op), op, inputs, params, type)
         if before is not None:

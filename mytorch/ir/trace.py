@@ -40,6 +40,10 @@ def user_location() -> str:
 
 
 _INSIDE: dict[str, bool] = {}  # source file -> whether it is mytorch's own code
+# (id of a code object, offset of its instruction) -> ((file, line), the code object, kept alive
+# so that its id stays its own). A traced loop makes its ops from the same few call sites every
+# step; a frame's f_lineno scans the code's line table from its start at every read.
+_LOCATIONS: dict[tuple[int, int], tuple[tuple[str, int], object]] = {}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -140,6 +144,8 @@ class Tracer:
         self.params: list[Tensor] = []
         self._lifted: dict[int, Node] = {}
         self._created: dict[int, Tensor] = {}  # kept alive so their ids stay unique
+        # (the outermost mytorch frame of the last source-line walk, the user's frame above it)
+        self._last_walk: tuple = (None, None)
 
     def note_created(self, t: Tensor) -> None:
         self._created[id(t)] = t
@@ -179,18 +185,36 @@ class Tracer:
         node = graph.add_node(op_name, inputs, params)
         # The user's line that made it: the innermost frame outside mytorch, walked from the
         # caller of `apply` (record's only caller: its frame object is never made, and each
-        # frame object the walk makes costs ~2k instructions).
+        # frame object the walk makes costs ~2k instructions). The walk stops at the outermost
+        # mytorch frame of the previous walk (a module's __call__, the compiler's frames: they
+        # stay on the stack for many ops): the same frame has the same user frame above it.
         frame = sys._getframe(2)
+        boundary, above = self._last_walk
         inside = _INSIDE
+        below = None
         while frame is not None:
+            if frame is boundary:
+                frame = above
+                break
             filename = frame.f_code.co_filename
             known = inside.get(filename)
             if known is None:
                 known = inside[filename] = _in_package(filename)
             if not known:
-                node.loc = (filename, frame.f_lineno)
+                if below is not None:
+                    self._last_walk = (below, frame)
                 break
+            below = frame
             frame = frame.f_back
+        if frame is not None:
+            code = frame.f_code
+            found = _LOCATIONS.get((id(code), frame.f_lasti))
+            if found is None:
+                if len(_LOCATIONS) >= 4096:
+                    _LOCATIONS.clear()
+                loc = (code.co_filename, frame.f_lineno)
+                found = _LOCATIONS[id(code), frame.f_lasti] = (loc, code)
+            node.loc = found[0]
         return TracerTensor(node)
 
 

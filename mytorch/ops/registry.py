@@ -128,6 +128,8 @@ def fmt(shape) -> str:
 
 def normalize_dim(dim: int, ndim: int, what: str = "dim") -> int:
     """A dim in [-ndim, ndim) made non-negative, or an IndexError naming both."""
+    if dim.__class__ is int and 0 <= dim < ndim:  # the common case, checked cheaply (tracing
+        return dim  # a T-step loop runs this several times per step)
     if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
         raise TypeError(f"{what} must be an int, got {type(dim).__name__}")
     lo, hi = -max(ndim, 1), max(ndim, 1) - 1

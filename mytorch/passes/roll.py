@@ -265,7 +265,13 @@ class _Matcher:
         taken = {carry}
         for j in range(len(template) - 1, -1, -1):  # users before inputs
             a, b = template[j], body[j]
-            if b is None or not self._node_ok(a, b):
+            if (
+                b is None
+                or a.op != b.op
+                or (a.type is not b.type and a.type != b.type)
+                or len(a.inputs) != len(b.inputs)
+                or (a.params is not b.params and a.params != b.params)
+            ):  # (_node_ok, inline)
                 return f"step {t} computes its state differently from step 1 (at %{a.name})"
             for role, value in zip(all_roles[j], b.inputs, strict=True):
                 if role is value:  # a value every step reads
@@ -277,6 +283,12 @@ class _Matcher:
                     if known is None and value not in taken:
                         body[role] = value
                         taken.add(value)
+                        continue
+                elif role is _X:
+                    if self.slices.get(value) == t:
+                        continue
+                elif role is _H and t:
+                    if value is self.states[t]:
                         continue
                 elif self._input_ok(t, role, value, body):
                     continue
@@ -385,13 +397,13 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
     # Their inputs may die with them, and so may what the steps read from outside (xs[t], the
     # W.T each step makes).
     pending = [i for node in gone for i in node.inputs]
-    pending += [
-        value
-        for body in steps.bodies
-        for node, roles in zip(body, steps.roles, strict=True)
-        for role, value in zip(roles, node.inputs, strict=True)
+    outer = [  # (template position, input position) of those reads: the same in every step
+        (j, k)
+        for j, roles in enumerate(steps.roles)
+        for k, role in enumerate(roles)
         if role is _X or (role is not _H and role.__class__ is not int)
     ]
+    pending += [body[j].inputs[k] for body in steps.bodies for j, k in outer]
     _add_dead_inputs(dead, outputs, pending)
     # Whatever else reads a step's state reads loop[t].
     for t, carry in enumerate(steps.carries):

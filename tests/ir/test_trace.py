@@ -139,6 +139,39 @@ def test_the_python_loop_is_unrolled():
     assert len(graph.outputs) == 2
 
 
+def test_each_traced_op_records_the_users_source_line():
+    def fn(x):
+        for _ in range(3):
+            x = x.tanh()  # tag:loop-line
+        y = x.tanh()  # tag:after-line
+        return (x.T).tanh() + y  # tag:nested-line
+
+    graph = mytorch.trace(fn, mytorch.randn(2, 2))
+    lines = {op: [] for op in ("tanh", "transpose", "add")}
+    for node in graph.nodes:
+        if node.op in lines:
+            assert node.loc[0] == __file__
+            lines[node.op].append(node.loc[1])
+    # The same call site every loop step, then a different line in the same function (the
+    # locations are cached per call site); ops made inside mytorch (x.T) are the user's line.
+    loop, after, nested = (line_of(f"# tag:{t}-line") for t in ("loop", "after", "nested"))
+    assert lines == {"tanh": [loop] * 3 + [after, nested], "transpose": [nested], "add": [nested]}
+
+
+def test_ops_made_deep_inside_mytorch_get_the_line_that_called_into_it():
+    lin, rnn = nn.Linear(2, 2), nn.RNN(2, 2)
+
+    def fn(x):
+        y = lin(x)  # tag:first-call
+        y = lin(y)  # tag:second-call
+        return rnn(y.reshape(3, 1, 2))  # tag:rnn-call
+
+    graph = mytorch.trace(fn, mytorch.randn(3, 2))
+    first, second, third = (line_of(f"# tag:{t}-call") for t in ("first", "second", "rnn"))
+    lines = [node.loc[1] for node in graph.nodes if node.loc]
+    assert lines == [first] * 3 + [second] * 3 + [third] * (len(lines) - 6)
+
+
 def test_trace_returns_a_verified_graph_with_outputs_in_order():
     def f(x):
         return x.tanh(), x.sum(), x

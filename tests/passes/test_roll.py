@@ -171,6 +171,27 @@ def random_steps(xs, h):
     return h
 
 
+def swapped_middle(xs, h):
+    """A middle step adds its operands in the other order."""
+    for t in range(xs.shape[0]):
+        h = mytorch.tanh(h + xs[t] if t == 2 else xs[t] + h)
+    return h
+
+
+def other_params_middle(xs, h):
+    """A middle step's op has other params (the same op, types and inputs)."""
+    for t in range(xs.shape[0]):
+        h = mytorch.softmax(xs[t] + h, dim=0 if t == 2 else 1)
+    return h
+
+
+def other_constant_middle(xs, h):
+    """A middle step scales by another constant (an equal-looking computation of another value)."""
+    for t in range(xs.shape[0]):
+        h = mytorch.tanh((xs[t] + h) * (0.25 if t == 2 else 0.5))
+    return h
+
+
 def independent(xs, h):
     """A map, not a recurrence: no step reads another."""
     return mytorch.stack([mytorch.tanh(xs[t] + h) for t in range(xs.shape[0])])
@@ -182,6 +203,9 @@ NOT_ROLLED = {
     "a step differs": (changing, "computes its state differently from step 1"),
     "random steps": (random_steps, "step 0 computes its state differently from step 1"),
     "independent steps": (independent, "the steps are independent"),
+    "a middle step reads its inputs in another order": (swapped_middle, "step 2 reads another"),
+    "a middle step's params differ": (other_params_middle, "step 2 computes its state differently"),
+    "a middle step's constant differs": (other_constant_middle, "step 2 reads another value"),
 }
 
 
