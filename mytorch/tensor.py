@@ -157,7 +157,7 @@ class Tensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
+        return self.data.shape  # (an ndarray's shape is a tuple)
 
     @property
     def dtype(self) -> np.dtype:
@@ -392,8 +392,9 @@ class Tensor:
     view = reshape
 
     def transpose(self, d0, d1):
-        d0, d1 = sorted((normalize_dim(d0, self.ndim), normalize_dim(d1, self.ndim)))
-        return apply("transpose", self, d0=d0, d1=d1)
+        ndim = self.ndim
+        d0, d1 = normalize_dim(d0, ndim), normalize_dim(d1, ndim)
+        return apply("transpose", self, d0=min(d0, d1), d1=max(d0, d1))
 
     def permute(self, *dims):
         dims = _shape_arg(dims)
@@ -401,11 +402,12 @@ class Tensor:
 
     @property
     def T(self):
-        if self.ndim < 2:
+        ndim = self.ndim
+        if ndim < 2:
             return self
-        if self.ndim == 2:
-            return self.transpose(0, 1)
-        return self.permute(*reversed(range(self.ndim)))
+        if ndim == 2:
+            return apply("transpose", self, d0=0, d1=1)
+        return self.permute(*reversed(range(ndim)))
 
     def unsqueeze(self, dim):
         d = normalize_dim(dim, self.ndim + 1)

@@ -146,6 +146,7 @@ class Tracer:
         self._created: dict[int, Tensor] = {}  # kept alive so their ids stay unique
         # (the outermost mytorch frame of the last source-line walk, the user's frame above it)
         self._last_walk: tuple = (None, None)
+        self._invariants: dict[tuple, Node] = {}  # see `record`
 
     def note_created(self, t: Tensor) -> None:
         self._created[id(t)] = t
@@ -177,12 +178,28 @@ class Tracer:
         """
         graph = self.graph
         inputs = []
+        invariant = True  # reads only parameters: the same value wherever the program makes it
         for a in args:
             if a.__class__ is TracerTensor and a.node.graph is graph:
                 inputs.append(a.node)
+                invariant = False
             else:
-                inputs.append(self.lift(a if isinstance(a, Tensor) else _as_tensor(a)))
+                node = self.lift(a if isinstance(a, Tensor) else _as_tensor(a))
+                inputs.append(node)
+                invariant = invariant and node.is_param
+        if invariant:
+            # `W.T` in a step of a T-step loop: recorded once, not T times (and `roll` has T
+            # fewer copies to fold). Ops are pure, so the first node is the value every time.
+            try:
+                key = (op_name, *inputs, *params.items())
+                node = self._invariants.get(key)
+            except TypeError:  # an unhashable param: recorded as usual
+                key = node = None
+            if node is not None:
+                return TracerTensor(node)
         node = graph.add_node(op_name, inputs, params)
+        if invariant and key is not None:
+            self._invariants[key] = node
         # The user's line that made it: the innermost frame outside mytorch, walked from the
         # caller of `apply` (record's only caller: its frame object is never made, and each
         # frame object the walk makes costs ~2k instructions). The walk stops at the outermost

@@ -444,13 +444,19 @@ def _unused(carries: list[Node], dead: set[Node], outputs: set[Node]) -> list[No
 def _add_dead_inputs(dead: set[Node], outputs: set[Node], pending: list[Node]) -> None:
     """Add to `dead` the pure values among `pending` (and their inputs, and so on) that only
     dead nodes use."""
+    # A shared value (W.T, recorded once) has a user per step and comes back here each time one
+    # of them dies: its users before `scanned[node]` are known dead (dead only grows), so each
+    # user is looked at once, not once per step.
+    scanned: dict[Node, int] = {}
     while pending:
         node = pending.pop()
         if node in dead or node in outputs or not is_pure(node):
             continue
-        for u in node.users:  # (a shared W.T has a user per step: stop at the first live one)
-            if u not in dead:
-                break
+        users, k = node.users, scanned.get(node, 0)
+        while k < len(users) and users[k] in dead:
+            k += 1
+        if k < len(users):
+            scanned[node] = k
         else:
             dead.add(node)
             pending.extend(node.inputs)

@@ -12,6 +12,7 @@ import pytest
 
 import mytorch
 from mytorch import CompileError, Tensor, nn
+from mytorch.ir.interpreter import run
 
 from .programs import TutorialCatRNN, mlp, sequence_inputs, tutorial_rnn, unrolled
 
@@ -139,6 +140,25 @@ def test_the_python_loop_is_unrolled():
     assert len(graph.outputs) == 2
 
 
+def test_an_op_on_parameters_only_is_recorded_once():
+    lin = nn.Linear(3, 3)
+    scale = mytorch.randn(3)
+
+    def fn(x):
+        for _ in range(4):
+            x = (lin(x) * scale).tanh()  # lin.weight.T: the same value every step
+        return x + lin.weight.T.sum() + (lin.weight * 2).sum() + (lin.weight * 3).sum()
+
+    graph = mytorch.trace(fn, mytorch.randn(2, 3))
+    counts = graph.op_counts()
+    assert counts["transpose"] == 1  # all five `lin.weight.T`
+    assert counts["matmul"] == 4 and counts["tanh"] == 4
+    assert counts["mul"] == 4 + 2  # each reads a traced value or a number's constant
+    x = mytorch.randn(2, 3)
+    (out,) = run(graph, [x.data, lin.weight.data, lin.bias.data, scale.data])
+    np.testing.assert_allclose(out, fn(x).data, rtol=1e-5)
+
+
 def test_each_traced_op_records_the_users_source_line():
     def fn(x):
         for _ in range(3):
@@ -169,7 +189,8 @@ def test_ops_made_deep_inside_mytorch_get_the_line_that_called_into_it():
     graph = mytorch.trace(fn, mytorch.randn(3, 2))
     first, second, third = (line_of(f"# tag:{t}-call") for t in ("first", "second", "rnn"))
     lines = [node.loc[1] for node in graph.nodes if node.loc]
-    assert lines == [first] * 3 + [second] * 3 + [third] * (len(lines) - 6)
+    # (the second call reuses the first's `weight.T`: an op on parameters is recorded once)
+    assert lines == [first] * 3 + [second] * 2 + [third] * (len(lines) - 5)
 
 
 def test_trace_returns_a_verified_graph_with_outputs_in_order():
