@@ -20,6 +20,11 @@ most of theirs; a loop or a product over time steps takes the number of steps at
 own scratch (`void kernel(ptr views..., ptr scratch, ptr flags, ptr status[, i64 count])`), reads
 the parameters' changed flags at fixed offsets (`_flag`) and sets process-wide error codes
 (`ERRORS`).
+
+A value goes straight where its reader wants it when it can: an output's buffer, a cat's slice
+(`_placed_products`, `_placed_in_cats`: a loop's steps and the step peeled before it land in
+the cat that joins them). A cat's other contiguous pieces are copied with memcpy in the entry
+function: a cat of any length compiles no kernel.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import math
 import re
 import weakref
 from collections.abc import Mapping
@@ -314,28 +320,30 @@ class GraphLowering:
         placed = _placed_products(graph)
         consumers = set(placed.values())
         inlined = _inlined_elementwise(graph, {add for add, _ in biased.values()})
+        skip = set(placed) | inlined | set(biased)
+        places = _Places(self, direct, _placed_in_cats(graph, skip))
         for node in graph.nodes:
             if node in env or node in placed or node in inlined:  # computed with another node
                 continue
             try:
                 if node.op in FUSABLE and any(i in inlined for i in node.inputs):
-                    out = direct.get(node) or self.scratch(node.shape, node.dtype)
+                    out = places.dest(node) or self.scratch(node.shape, node.dtype)
                     leaves: list[View] = []
                     tree = _tree(node, node.shape, env, inlined, leaves)
                     self._emit_kernel(node, out, leaves, partial(fused_elementwise, tree=tree))
                     env[node] = out
                     continue
-                if node in consumers:
-                    env[node] = self._lower_placing(node, env, placed, direct, graph, outputs)
+                if node.op == "cat" or node in consumers:
+                    env[node] = self._lower_placing(node, env, placed, places, graph, outputs)
                     continue
                 if node in biased:
                     add, bias = biased[node]
-                    out = direct.get(add) or self.scratch(add.shape, add.dtype)
+                    out = places.dest(add) or self.scratch(add.shape, add.dtype)
                     args = [env[i] for i in node.inputs] + [env[bias]]
                     self._emit_kernel(node, out, args)
                     env[add] = out
                     continue
-                env[node] = self._lower_node(node, [env[i] for i in node.inputs], direct.get(node))
+                env[node] = self._lower_node(node, [env[i] for i in node.inputs], places.dest(node))
             except CompileError:
                 raise
             except Exception as e:
@@ -345,22 +353,49 @@ class GraphLowering:
             if env[node] is not dest:
                 gemm.copy(self.k, env[node], dest)
 
-    def _lower_placing(self, node: Node, env, placed, direct, graph, outputs) -> View:
-        """A cat or an output transpose whose products (`_placed_products`) write straight into
-        their place in its value; the cat copies its other inputs in."""
+    def _lower_placing(self, node: Node, env, placed, places: _Places, graph, outputs) -> View:
+        """A cat (its products, `_placed_products`, written straight into their place in its
+        value; values computed there already, `_placed_in_cats`, left there; the rest copied in)
+        or an output transpose whose product writes its transpose."""
         if node.op == "transpose":  # a graph output: the product writes its transpose
             out = outputs[graph.outputs.index(node)]
             self._place(node.inputs[0], out.transpose((1, 0)), env)
             return out
-        out = direct.get(node) or self.scratch(node.shape, node.dtype)
-        for x, dst in zip(node.inputs, cat_slices(self, node, out), strict=True):
+        out, slices = places.cat(node)
+        copies = []
+        for k, (x, dst) in enumerate(zip(node.inputs, slices, strict=True)):
+            if places.holds(node, k):
+                continue
             if placed.get(x) is not node:
-                convert_copy(self, env[x], dst)
+                copies.append((env[x], dst))
             elif x.op == "transpose":
                 self._place(x.inputs[0], dst.transpose((1, 0)), env)
             else:
                 self._place(x, dst, env)
+        if self._in_kernel:
+            for src, dst in copies:
+                convert_copy(self, src, dst)
+        elif len(copies) == len(node.inputs) and not any(_flat_copy(*c) for c in copies):
+            self._emit_kernel(node, out, [env[x] for x in node.inputs])  # one kernel copies all
+        else:
+            for src, dst in copies:
+                if _flat_copy(src, dst):
+                    self._memcpy(src, dst)
+                else:
+                    self._emit_kernel_function(None, dst, [src], partial(copy_kernel))
         return out
+
+    def _memcpy(self, src: View, dst: View) -> None:
+        """dst = src, both contiguous and of one dtype: a call to memcpy in the entry function,
+        no kernel (a cat's pieces of any length along its first dim)."""
+        b = self.k.builder
+        memcpy = self.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+        at = [
+            b.gep(v.ptr, [v.offset], inbounds=True, source_etype=llvm_type(v.dtype))
+            for v in (dst, src)
+        ]
+        size = ir.Constant(I64, dst.size * dst.dtype.itemsize)
+        b.call(memcpy, [*at, size, ir.Constant(ir.IntType(1), 0)])
 
     def _place(self, product: Node, dst: View, env) -> None:
         self._emit_kernel(product, dst, [env[i] for i in product.inputs])
@@ -742,6 +777,72 @@ def _placed_products(graph: Graph) -> dict[Node, Node]:
             if not user.users:
                 placed[mm] = user
     return placed
+
+
+def _placed_in_cats(graph: Graph, skip: set[Node]) -> dict[Node, tuple[Node, int]]:
+    """Values computed straight into their slice of a cat along its first dim (any dim after
+    dims of 1: a contiguous slice), which then copies nothing for them: node -> (cat, input
+    position). The cat reads the node or a reshape of it; the node is computed by a kernel of
+    its own (not in `skip`) and is no output; other nodes read it in its slice."""
+    outputs = set(graph.outputs)
+    slots: dict[Node, tuple[Node, int]] = {}
+    for cat in graph.nodes:
+        if cat.op != "cat" or math.prod(cat.shape[: cat.params["dim"] % len(cat.shape)]) != 1:
+            continue
+        for k, x in enumerate(cat.inputs):
+            node = x.inputs[0] if x.op == "reshape" else x
+            if (
+                node in slots
+                or node in skip
+                or node in outputs
+                or node.is_input
+                or node.op not in KERNELS
+                or node.op in VIEWS
+                or node.dtype != cat.dtype
+                or cat.inputs.count(x) != 1
+            ):
+                continue
+            slots[node] = (cat, k)
+    return slots
+
+
+class _Places:
+    """Where lower_subgraph's values go when not in fresh scratch: outputs' buffers (`direct`)
+    and slices of cats (`_placed_in_cats`; a cat's value is made when its first piece is)."""
+
+    def __init__(self, ctx: GraphLowering, direct: dict[Node, View], slots):
+        self.ctx, self.direct, self.slots = ctx, direct, slots
+        self.cats: dict[Node, tuple[View, list[View]]] = {}
+        self.held = {(cat, k) for cat, k in slots.values()}
+
+    def dest(self, node: Node) -> View | None:
+        if node in self.direct:
+            return self.direct[node]
+        if node not in self.slots:
+            return None
+        cat, k = self.slots[node]
+        piece = self.cat(cat)[1][k]
+        return replace(piece, shape=node.shape, strides=contiguous_strides(node.shape))
+
+    def cat(self, cat: Node) -> tuple[View, list[View]]:
+        """The cat's value and its pieces' slices of it."""
+        if cat not in self.cats:
+            out = self.dest(cat) or self.ctx.scratch(cat.shape, cat.dtype)
+            self.cats[cat] = (out, cat_slices(self.ctx, cat, out))
+        return self.cats[cat]
+
+    def holds(self, cat: Node, k: int) -> bool:
+        """Whether the cat's piece k was computed in its place."""
+        return (cat, k) in self.held
+
+
+def _flat_copy(src: View, dst: View) -> bool:
+    return (
+        src.shape == dst.shape
+        and src.dtype == dst.dtype
+        and src.is_contiguous
+        and dst.is_contiguous
+    )
 
 
 class Runner:
