@@ -26,6 +26,7 @@ RNN_SIZES = [
     (8, 130, 17, 2, 1),  # T = 1
     (16, 48, 16, 4, 5),
     (3, 9, 2, 5, 3),
+    (7, 40, 5, 13, 4),  # row tiles and a last partial one, whole and masked vectors
 ]
 
 
