@@ -271,6 +271,13 @@ def test_products_placed_into_their_consumer_match_references(m, k, n, assert_ou
     check_against_references(fn, [a, b, c], assert_outputs_same, what=f"{m}x{k}x{n}")
 
 
+def gemm_choices(monkeypatch, name: str) -> list[bool]:
+    """What gemm's layout test `name(a, b)` answers, one entry per product it is asked about."""
+    chosen, original = [], getattr(gemm, name)
+    monkeypatch.setattr(gemm, name, lambda a, b: chosen.append(original(a, b)) or chosen[-1])
+    return chosen
+
+
 # (rows of A, k, n of B, dtype): B copied into column panels (gemm.prefers_panels)
 PANEL_SHAPES = [
     (128, 1, 65, np.float32),  # k = 1; n one column past a panel
@@ -296,11 +303,7 @@ def test_products_of_a_plain_b_in_panels_match_references(
     column panels: with and without a bias fused in, rows merged from a 3-D A, a B sliced from
     a wider matrix; an A read down its columns keeps B as it is."""
     use_isa(monkeypatch, isa)
-    chosen = []
-    original = gemm.prefers_panels
-    monkeypatch.setattr(
-        gemm, "prefers_panels", lambda a, b: chosen.append(original(a, b)) or chosen[-1]
-    )
+    chosen = gemm_choices(monkeypatch, "prefers_panels")
     rng = np.random.default_rng(m + k + n)
 
     def tensor(*shape):  # positive: no cancellation in long float32 sums to magnify rounding
@@ -347,9 +350,7 @@ def test_products_of_a_transposed_a_on_copies_match_references(
     not aligned), a bias fused in, the product written into a cat, unaligned and read-only
     inputs."""
     use_isa(monkeypatch, isa)
-    chosen = []
-    original = gemm._packs
-    monkeypatch.setattr(gemm, "_packs", lambda a, b: chosen.append(original(a, b)) or chosen[-1])
+    chosen = gemm_choices(monkeypatch, "_packs")
     rng = np.random.default_rng(m + k + n)
 
     def array(*shape):  # positive: no cancellation in long float32 sums to magnify rounding
