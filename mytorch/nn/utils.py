@@ -32,7 +32,8 @@ def clip_grad_norm_(
         # In the gradients' dtype, as PyTorch does: einsum's SIMD loop keeps many partial sums
         # (relative error ~1e-7 on float32), where a float64 copy first cost 4x the time.
         # einsum, not BLAS's dot: no threads woken for a short reduction.
-        total = math.sqrt(sum(float(np.einsum("i,i->", g.ravel(), g.ravel())) for g in grads))
+        flat = (g.ravel() for g in grads)  # (a copy only for a non-contiguous gradient)
+        total = math.sqrt(sum(float(np.einsum("i,i->", v, v)) for v in flat))
     else:
         total = sum(float(np.sum(np.abs(g.astype(np.float64)) ** norm_type)) for g in grads)
         total = total ** (1.0 / norm_type)
