@@ -187,7 +187,7 @@ def _series_or(t, small: float, series, exact):
 
 
 def fit() -> None:
-    """Re-derive EXP_Q, TANH_Q and LOG_Q and compare them with mathfns."""
+    """Re-derive EXP_Q, EXPM1_Q and LOG_Q and compare them with mathfns."""
     # exp(r) = 1 + r + r^2 Q(r) on |r| <= ln2/2 (+1% for the rounding of x/ln2); relative error.
     r_max = 1.01 * np.log(2.0) / 2
 
@@ -202,20 +202,19 @@ def fit() -> None:
         "EXP_Q": remez(exp_target, lambda r: r * r / np.exp(r), -r_max, r_max, 4),
     }
 
-    # tanh(a) = a + a^3 Q(a^2) on a <= TANH_POLY_LIMIT; fitted in t = a^2, relative error.
-    def tanh_target(t):
-        def exact(u):
-            a = np.sqrt(u)
-            return (np.tanh(a) - a) / (a * u)
+    # expm1(r) = r + r^2 Q(r) on the same range (tanh's); relative error of expm1.
+    def expm1_target(r):
+        out = 0.5 + r / 6 + r**2 / 24 + r**3 / 120
+        far = np.abs(r) >= 1e-4
+        out[far] = (np.expm1(r[far]) - r[far]) / r[far] ** 2
+        return out
 
-        return _series_or(t, 1e-6, lambda u: -1 / 3 + 2 * u / 15 - 17 * u**2 / 315, exact)
+    def expm1_weight(r):
+        # r^2 / |expm1(r)|, which is |r| / (1 + r/2 + ...) near 0
+        safe = np.where(r == 0, 1.0, r)
+        return np.where(r == 0, 0.0, np.abs(safe**2 / np.expm1(safe)))
 
-    def tanh_weight(t):
-        a = np.sqrt(t)
-        return np.where(t > 0, a * t / np.tanh(np.where(t > 0, a, 1.0)), 0.0)
-
-    limit2 = mathfns.TANH_POLY_LIMIT**2
-    fits["TANH_Q"] = remez(tanh_target, tanh_weight, 0.0, limit2, 4)
+    fits["EXPM1_Q"] = remez(expm1_target, expm1_weight, -r_max, r_max, 4)
 
     # 2 atanh(s) = 2s + s z Q(z), z = s^2, |s| <= (sqrt2 - 1)/(sqrt2 + 1) (+2% margin).
     s_max = (np.sqrt(2) - 1) / (np.sqrt(2) + 1)

@@ -605,7 +605,6 @@ def _target_key() -> tuple:
     )
     return (
         tuple(sorted(gemm.host_features())),
-        tuple(sorted(mathfns.host_features())),
         runtime.target_machine,
         tuning,
         (ALIGN, TRAINING, CHECK_EVERY),

@@ -3,25 +3,31 @@
 Each function takes an `ir.IRBuilder` and a `float` or `<n x float>` value and returns a value of
 the same type. The code is straight-line: fadd/fmul/fdiv, `llvm.fma`, bitcasts, integer ops,
 fcmp/select and intrinsics that lower to single instructions (`llvm.fabs`, `llvm.copysign`,
-`llvm.minnum`, `llvm.maxnum`, `llvm.rint`, and for AVX-512 vectors `llvm.x86.avx512.rcp14`). No
-calls and no branches, so LLVM's loop vectorizer turns a loop over these into AVX-512/AVX2 code.
+`llvm.minnum`, `llvm.maxnum`, `llvm.rint`). No calls and no branches, so LLVM's loop vectorizer
+turns a loop over these into AVX-512/AVX2 code.
 `double` values instead call `llvm.exp.f64`, `llvm.log.f64` and `llvm.tanh.f64` (libm); the
 accuracy target below is for float32.
 
-Method (float32 target: within 4 ulp of float64 numpy rounded to float32 over every input;
-`bench/math_accuracy.py` scans all 2^32 inputs):
+Method (float32 target: within 4 ulp, tanh 2 ulp, of float64 numpy rounded to float32 over every
+input; `bench/math_accuracy.py` scans all 2^32 inputs):
 
 - exp: clamp x to [-104, 89] (beyond that the result is 0 or inf anyway), n = rint(x/ln2),
   r = x - n*ln2 with ln2 split in two float32 halves and fma (|r| <= ln2/2), then
   exp(r) = 1 + r + r^2 * Q(r). The result is p * 2^n1 * 2^n2 with n1 + n2 = n: the first product
   is exact and the second rounds once, so overflow gives inf and underflow gives correctly
   scaled subnormals and 0. NaN is selected back at the end.
-- tanh: odd, so work on a = |x| and copysign at the end (keeps -0). Below a = 0.625,
-  tanh(a) = a + a^3 * Q(a^2); above, 1 - 2 / (exp(2a) + 1), which has no cancellation there
-  (the result is >= 0.55), with a clamped at 9.02 (tanh rounds to 1 from ~9.011 on) so exp's
-  range checks are not needed. On AVX-512 vectors 2 / d is a 14-bit reciprocal estimate refined
-  by one Newton step (cheaper than a divide; within 1 ulp of the scalar code). Subnormal inputs
-  come back unchanged because a^3 underflows.
+- tanh: odd, so work on a = |x| and copysign at the end (keeps -0). With m = expm1(-2a) in
+  (-1, 0], tanh(a) = -m / (m + 2): one formula for every a, no cancellation (m + 2 is in
+  [1, 2]). expm1(z) = 2^n (expm1(r) + 1) - 1 with z = n ln2 + r: m = 2^n em1 + (2^n - 1) and
+  m + 2 = 2^n em1 + (2^n + 1) are each one fma from em1 = r + r^2 Q(r), so each rounds once
+  (2^n -+ 1 are exact for n >= -24; below, tanh is within 2^-24 of 1) and em1's error is
+  damped by 2^n. a is clamped at 9.02 (tanh rounds to 1 from ~9.011 on), so n is in [-26, 0]
+  and r = z - n ln2 with ln2 rounded to float32 is exact by fma (the rest of ln2 only moves em1
+  where 2^n damps it). n is the float32 rounding of z/ln2 + 1.5 * 2^23 + 128, whose low
+  mantissa bits are n + 128: shifted left 23 they are 2^(n+1) (no float-int conversion; a NaN
+  stays a NaN throughout). Subnormal inputs come back unchanged (r^2 underflows and -2a / 2 is
+  exact). Three roundings (em1, m + 2, the quotient) make it 2 ulp at most, 1 ulp for all but
+  0.006% of inputs (bench/math_accuracy.py).
 - log: subnormal inputs are scaled by 2^23 first. The bits split x into 2^e * m with m in
   [sqrt(1/2), sqrt(2)). With f = m - 1 and s = f / (2 + f), log(m) = 2 atanh(s) =
   2s + s * R(s^2), R(z) = z * Q(z), rearranged as f - (f^2/2 - s * (f^2/2 + R)) so the large
@@ -34,7 +40,7 @@ Method (float32 target: within 4 ulp of float64 numpy rounded to float32 over ev
 Coefficients: Q polynomials are weighted minimax fits (relative error of the whole function) by
 a discrete Remez exchange in numpy float64 over the reduced ranges, rounded to float32:
 `python bench/math_accuracy.py --fit` re-derives and prints them. Fit errors (relative):
-exp 3.3e-9 on |r| <= 0.35, tanh 4.4e-9 on a <= 0.625, log 8.7e-10 on s^2 <= 0.030, all well
+exp 3.3e-9 and expm1 1.4e-8 on |r| <= 0.35, log 8.7e-10 on s^2 <= 0.030, all well
 under float32's 6e-8 ulp so the float32 rounding of the evaluation dominates.
 """
 
@@ -44,18 +50,18 @@ import math
 
 from llvmlite import ir
 
-from .runtime import host_features
-
 F32 = ir.FloatType()
 I32 = ir.IntType(32)
 
 # exp(r) = 1 + r + r^2 * Q(r), |r| <= 0.35 (bench/math_accuracy.py --fit).
 EXP_Q = (0.49999994, 0.16666515, 0.041668456, 0.008369419, 0.0013813145)
-# tanh(a) = a + a^3 * Q(a^2), a <= TANH_POLY_LIMIT.
-TANH_Q = (-0.3333328, 0.13331442, -0.053739715, 0.020639088, -0.0057049873)
-TANH_POLY_LIMIT = 0.625
+# expm1(r) = r + r^2 * Q(r), |r| <= 0.35 (tanh's).
+EXPM1_Q = (0.49999997, 0.16666539, 0.041667223, 0.008367181, 0.0013882396)
 # tanh rounds to 1 in float32 from ~9.0109 on.
 TANH_CLAMP = 9.02
+# Rounding z/ln2 + ROUND_SHIFT to float32 leaves n + 128 in the low mantissa bits (n = rint(z/ln2)):
+# shifted into the exponent field, 2^(n+1).
+ROUND_SHIFT = 1.5 * 2**23 + 128
 # 2 atanh(s) = 2s + s * z * Q(z), z = s^2 <= 0.030.
 LOG_Q = (0.6666678, 0.39976647, 0.2989783)
 
@@ -160,47 +166,29 @@ def tanh(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
     if isinstance(_check_float(x, "tanh"), ir.DoubleType):
         return _intrinsic(builder, "llvm.tanh", x)
     ty = x.type
+    # In terms of h = -em1/2 and rho = -r/2 (exact scalings): a clamped (an ordered compare: NaN
+    # keeps going and comes out, inf becomes the bound), then rho = a + n ln2/2 with n <= 0, h =
+    # rho + rho^2 Q'(rho), Q'(rho) = -2 Q(-2 rho), and 2^n em1 = -2^(n+1) h. Same roundings as
+    # the formulas above, one multiply fewer.
     a = _intrinsic(builder, "llvm.fabs", x)
-    # Small |x|: odd polynomial; the a^3 term is a small correction to the exact a. NaN lands
-    # here (the unordered compare below) and propagates.
-    t = builder.fmul(a, a)
-    small = _fma(builder, builder.fmul(a, t), _poly(builder, t, TANH_Q), a)
-    # Large |x|: 1 - 2/(e^2a + 1) with a clamped where tanh rounds to 1 (a compare and select,
-    # so NaN and inf become the bound: no poison from fptosi). Then 2a is in [1.25, 18.04]:
-    # e^2a = p * 2^n with n in [2, 26] needs no range checks.
-    w = builder.select(
-        builder.fcmp_ordered("<", a, _const(ty, TANH_CLAMP)), a, _const(ty, TANH_CLAMP)
-    )
-    y = builder.fadd(w, w)
-    n = _intrinsic(builder, "llvm.rint", builder.fmul(y, _const(ty, LOG2E)))
-    r = _fma(builder, n, _const(ty, -LN2_HI), y)  # exact: n >= 2
-    r = _fma(builder, n, _const(ty, -LN2_LO), r)
-    p = builder.fadd(
-        _fma(builder, builder.fmul(r, r), _poly(builder, r, EXP_Q), r), _const(ty, 1.0)
-    )
-    e = builder.fmul(p, _pow2(builder, builder.fptosi(n, _like(x, I32))))
-    large = _one_minus_two_over(builder, builder.fadd(e, _const(ty, 1.0)))
-    is_small = builder.fcmp_unordered("<", a, _const(ty, TANH_POLY_LIMIT))
-    return _intrinsic(builder, "llvm.copysign", builder.select(is_small, small, large), x)
-
-
-def _one_minus_two_over(builder: ir.IRBuilder, d: ir.Value) -> ir.Value:
-    """1 - 2/d for d >= 2. Where AVX-512 has a 14-bit reciprocal estimate for this vector type,
-    one Newton step makes it ~28 bits, cheaper than a divide (about one per 10 cycles)."""
-    ty = d.type
-    width = ty.count * 32 if isinstance(ty, ir.VectorType) else 0
-    features = host_features()
-    if width == 512 and "avx512f" in features or width in (128, 256) and "avx512vl" in features:
-        mask_ty = ir.IntType(max(8, ty.count))
-        name = f"llvm.x86.avx512.rcp14.ps.{width}"
-        fn = builder.module.globals.get(name)
-        if fn is None:
-            fn = ir.Function(builder.module, ir.FunctionType(ty, [ty, ty, mask_ty]), name=name)
-        r0 = builder.call(fn, [d, ir.Constant(ty, None), ir.Constant(mask_ty, -1)])
-        residual = _fma(builder, builder.fneg(d), r0, _const(ty, 1.0))
-        r1 = _fma(builder, r0, residual, r0)
-        return _fma(builder, _const(ty, -2.0), r1, _const(ty, 1.0))
-    return builder.fsub(_const(ty, 1.0), builder.fdiv(_const(ty, 2.0), d))
+    highest = _const(ty, TANH_CLAMP)
+    a = builder.select(builder.fcmp_ordered(">", a, highest), highest, a)
+    shifted = _fma(builder, a, _const(ty, -2 * LOG2E), _const(ty, ROUND_SHIFT))
+    n = builder.fsub(shifted, _const(ty, ROUND_SHIFT))
+    rho = _fma(builder, n, _const(ty, LN2_HI / 2), a)  # exact
+    coeffs = tuple(c * (-2) ** (k + 1) for k, c in enumerate(EXPM1_Q))
+    h = _fma(builder, builder.fmul(rho, rho), _poly(builder, rho, coeffs), rho)
+    ity = _like(x, I32)
+    two_scale = builder.bitcast(builder.shl(builder.bitcast(shifted, ity), _const(ity, 23)), ty)
+    half = _const(ty, 0.5)
+    scale_m1 = _fma(builder, two_scale, half, _const(ty, -1.0))
+    scale_p1 = _fma(builder, two_scale, half, _const(ty, 1.0))
+    minus_two_scale = builder.fneg(two_scale)
+    m = _fma(builder, minus_two_scale, h, scale_m1)
+    m_plus_2 = _fma(builder, minus_two_scale, h, scale_p1)
+    # A divide, not a reciprocal estimate and a correction: fewer uops, and the divider is
+    # not the bottleneck of this loop (measured: as fast or faster).
+    return _intrinsic(builder, "llvm.copysign", builder.fdiv(m, m_plus_2), x)
 
 
 def log(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:

@@ -13,7 +13,7 @@ import pytest
 
 import mytorch
 from mytorch import Tensor, nn
-from mytorch.codegen import gemm, mathfns, runtime
+from mytorch.codegen import gemm, runtime
 from tests.ir.programs import RNN
 from tests.odd_arrays import read_only, unaligned
 
@@ -81,7 +81,6 @@ def use_isa(monkeypatch, isa: str) -> None:
         return target.create_target_machine(cpu=cpu, features="", opt=3, jit=True)
 
     monkeypatch.setattr(gemm, "host_features", lambda: features)
-    monkeypatch.setattr(mathfns, "host_features", lambda: features)
     monkeypatch.setattr(runtime, "target_machine", target_machine)
 
 
