@@ -193,6 +193,8 @@ def _flatten_cats(graph: Graph, node: Node) -> Node | None:
         else:
             parts.append(i)
         offset += i.shape[0]
+    if not inner_spans:  # (inner cats along another dim, or outputs: nothing to join)
+        return None
     new = graph.add_node("cat", parts, {"dim": 0})
     if new.type != node.type:
         return None

@@ -390,3 +390,21 @@ def test_a_product_with_zero_rows_between_others_is_kept():
         }
         """,
     )
+
+
+def test_a_cat_of_cats_that_cannot_be_joined_is_kept():
+    # (an inner cat that is an output, or along another dim: the rule used to make the same cat
+    # again, and simplify never finished)
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3], %y: f32[2,3]) {
+          %cat0 = cat(%x, %y) {dim=0} : f32[4,3]
+          %cat1 = cat(%x, %y) {dim=1} : f32[2,6]
+          %reshape0 = reshape(%cat1) {shape=(4, 3)} : f32[4,3]
+          %cat2 = cat(%cat0, %x) {dim=0} : f32[6,3]
+          %cat3 = cat(%cat1, %cat1) {dim=0} : f32[4,6]
+          return (%cat0, %cat2, %cat3, %reshape0)
+        }
+        """,
+    )
