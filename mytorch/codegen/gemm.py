@@ -171,24 +171,30 @@ def accumulate(
     init: View | None = None,
     activation=None,
     reverse: ir.Value | None = None,
+    epilogue: Epilogue | None = None,
 ) -> None:
     """c = activation(start + a @ b) for 2-D float views of one dtype, where start is `init`
-    (broadcast to c) or c's own contents. The epilogue (init, activation) is fused into the
-    kernel, on values still in registers, where the kernel allows it. `reverse` (an i1, or None)
-    runs the k steps backwards: a loop alternating it over its steps finds in cache the weights it
-    read last (a fixed order per step; only the rounding order changes)."""
+    (broadcast to c) or c's own contents; with an `epilogue`, c = epilogue(start + a @ b). The
+    epilogue (init, activation or epilogue) is fused into the kernel, on values still in
+    registers, where the kernel allows it. `reverse` (an i1, or None) runs the k steps
+    backwards: a loop alternating it over its steps finds in cache the weights it read last (a
+    fixed order per step; only the rounding order changes)."""
+    assert activation is None or epilogue is None
+    if epilogue is not None and not epilogue.vectorizable:
+        accumulate(k, a, b, c, init, reverse=reverse)
+        _finish_all(k, c, epilogue=epilogue)
+        return
     fusable_init = init is None or init.strides[-1] in (0, 1) or init.shape[-1] == 1
     rows_contiguous = isinstance(b, Panels) or b.strides[1] == 1
     if not isinstance(b, Panels) and b.strides[0] == 1 and a.strides[1] == 1 and fusable_init:
-        _dot_kernel(k, a, b, c, init, activation)
+        _dot_kernel(k, a, b, c, init, activation, epilogue)
         return
     if _packs(a, b) and fusable_init:  # init starts the first of its k blocks
         _axpy_kernel(k, a, b, c, init)
-        if activation is not None:
-            _activate_all(k, c, activation)
+        _finish_all(k, c, activation, epilogue)
         return
     if rows_contiguous and a.shape[1] <= _k_block(b) and fusable_init:
-        _axpy_kernel(k, a, b, c, init, activation, reverse)
+        _axpy_kernel(k, a, b, c, init, activation, reverse, epilogue)
         return
     if init is not None:
         copy(k, init.broadcast_to(c.shape), c)
@@ -196,8 +202,7 @@ def accumulate(
         _axpy_kernel(k, a, b, c)
     else:
         scalar_kernel(k, a, b, c)
-    if activation is not None:
-        _activate_all(k, c, activation)
+    _finish_all(k, c, activation, epilogue)
 
 
 @dataclass(frozen=True)
@@ -209,8 +214,42 @@ class Activation:
     emit: Callable[[ir.IRBuilder, ir.Value], ir.Value]
 
 
-def _activate_all(k: KernelBuilder, c: View, activation: Activation) -> None:
-    k.loop_nest(c.shape, lambda idx: k.store(activation.emit(k.builder, k.load(c, idx)), c, idx))
+@dataclass(frozen=True)
+class Epilogue:
+    """An elementwise expression that ends a product: c = emit(value, operand values), value
+    being start + a @ b, and each operand (a view of c's shape) read at the same row and column.
+    `emit` takes scalars or vectors (of one dtype, c's)."""
+
+    operands: tuple[View, ...]
+    emit: Callable[[ir.Value, list[ir.Value]], ir.Value]
+
+    @property
+    def vectorizable(self) -> bool:
+        """Whether its operands load as vectors along a row (the kernels' tiles need that)."""
+        return all(v.strides[-1] in (0, 1) for v in self.operands)
+
+    def at(self, k: KernelBuilder, value: ir.Value, i, j, count: int) -> ir.Value:
+        """The epilogue of `value`, a vector of `count` used lanes from C[i, j] on."""
+        lanes = value.type.count
+        return self.emit(value, [_vload_n(k, v, [i, j], lanes, count) for v in self.operands])
+
+
+def _finish_all(
+    k: KernelBuilder, c: View, activation: Activation | None = None, epilogue=None
+) -> None:
+    """c = activation(c) or epilogue(c): a pass over c, where the kernel did not fuse it."""
+    if activation is None and epilogue is None:
+        return
+
+    def end(idx):
+        value = k.load(c, idx)
+        if activation is not None:
+            value = activation.emit(k.builder, value)
+        else:
+            value = epilogue.emit(value, [k.load(v, idx) for v in epilogue.operands])
+        k.store(value, c, idx)
+
+    k.loop_nest(c.shape, end)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -319,7 +358,9 @@ def _add(k: KernelBuilder, x: ir.Value, i) -> ir.Value:
 # ---- dot form: C[i, j] += dot(A[i, :], W[j, :]) ------------------------------------------------
 
 
-def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None) -> None:
+def _dot_kernel(
+    k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None, epilogue=None
+) -> None:
     """One row of A against NJ columns at a time: NJ vector accumulators over k, then one
     transposing reduction turns them into a vector of NJ sums, added to C with vector ops."""
     m, depth = a.shape
@@ -350,12 +391,16 @@ def _dot_kernel(k: KernelBuilder, a: View, b: View, c: View, init=None, activati
         start = c if init is None else init.broadcast_to(c.shape)
         if cols == sums.type.count:
             value = k.builder.fadd(_vload_n(k, start, [i, j0], cols, cols), sums)
+            if epilogue is not None:
+                value = epilogue.at(k, value, i, j0, cols)
             _vstore(k, activation.emit(k.builder, value) if activation else value, c, [i, j0])
         else:
             for j in range(cols):
                 total = k.builder.extract_element(sums, ir.Constant(ir.IntType(32), j))
                 idx = [i, _add(k, j0, j)]
                 value = k.builder.fadd(k.load(start, idx), total)
+                if epilogue is not None:
+                    value = epilogue.emit(value, [k.load(v, idx) for v in epilogue.operands])
                 k.store(activation.emit(k.builder, value) if activation else value, c, idx)
 
     k.loop(m, lambda i: _blocked(k, n, nj, lambda j0, cols: tile(i, j0, cols), "nj"), "mi")
@@ -426,13 +471,21 @@ def _packs(a: View, b) -> bool:
 
 
 def _axpy_kernel(
-    k: KernelBuilder, a: View, b: View, c: View, init=None, activation=None, reverse=None
+    k: KernelBuilder,
+    a: View,
+    b: View,
+    c: View,
+    init=None,
+    activation=None,
+    reverse=None,
+    epilogue=None,
 ) -> None:
     """Cache-blocked: for each block of KC k-steps and each panel of B columns (which then stays
     in cache), every MR-row tile of C accumulates in registers. Few rows (a matrix-vector
     product) leave registers free: independent sums over interleaved k steps use them, so the
     FMAs do not wait on each other. A last partial vector of columns is masked. With `_packs`,
-    the blocks of B are copies (`_packed_blocks`), and `init` starts the first k block."""
+    the blocks of B are copies (`_packed_blocks`), and `init` starts the first k block. An
+    `epilogue` ends each tile's sums in registers (its operands' tiles read then)."""
     m, depth = a.shape
     n = c.shape[1]
     lanes = vector_width(c.dtype)
@@ -443,14 +496,14 @@ def _axpy_kernel(
     packs = _packs(a, b)
     kc = KC_PACKED if packs else _k_block(b)
     assert activation is None or (depth <= kc and not packs), "fused only in one k block"
+    assert epilogue is None or (depth <= kc and not packs), "fused only in one k block"
     assert init is None or depth <= kc or packs, "fused only in one k block"
     source = c if init is None else init.broadcast_to(c.shape)
     if depth * n * c.dtype.itemsize > L1_REUSE_BYTES or packs:
         reverse = None  # the next step would not find enough of B in L1 anyway
     if depth == 0:
         copy(k, source, c)
-        if activation is not None:
-            _activate_all(k, c, activation)
+        _finish_all(k, c, activation, epilogue)
         return
     zero = ir.Constant(_vec_type(c.dtype, lanes), None)
 
@@ -505,6 +558,12 @@ def _axpy_kernel(
             sums = [[bld.fadd(x, y) for x, y in zip(p, q, strict=True)] for p, q in pairs] + (
                 [sums[-1]] if len(sums) % 2 else []
             )
+        if epilogue is not None:
+            sums[0] = [
+                epilogue.at(k, sums[0][r * nvec + v], _add(k, i0, r), cols[v], counts[v])
+                for r in range(rows)
+                for v in range(nvec)
+            ]
         if activation is not None and tile_size == 1:
             sums[0] = [activation.emit(bld, sums[0][0])]
         for r in range(rows):

@@ -57,8 +57,11 @@ from .lowering import (
     convert_copy,
     copy_kernel,
     emit_math,
+    epilogue_tree,
     fused_elementwise,
     is_basic_index,
+    product_epilogues,
+    product_with_epilogue,
 )
 from .runtime import Artifacts, NativeFunction, Signature
 
@@ -321,11 +324,21 @@ class GraphLowering:
         consumers = set(placed.values())
         inlined = _inlined_elementwise(graph, {add for add, _ in biased.values()})
         skip = set(placed) | inlined | set(biased)
-        places = _Places(self, direct, _placed_in_cats(graph, skip))
+        ends = product_epilogues(graph, inlined, skip | {add for add, _ in biased.values()})
+        ended = set(ends.values())
+        places = _Places(self, direct, _placed_in_cats(graph, skip | ended))
         for node in graph.nodes:
-            if node in env or node in placed or node in inlined:  # computed with another node
-                continue
+            if node in env or node in placed or node in inlined or node in ended:
+                continue  # computed with another node
             try:
+                if node in ends:  # the product's kernel computes it
+                    product, leaves = ends[node], []
+                    tree = epilogue_tree(node, product, env, inlined, leaves)
+                    out = places.dest(node) or self.scratch(node.shape, node.dtype)
+                    args = [env[i] for i in product.inputs] + leaves
+                    self._emit_kernel(product, out, args, partial(product_with_epilogue, tree=tree))
+                    env[node] = out
+                    continue
                 if node.op in FUSABLE and any(i in inlined for i in node.inputs):
                     out = places.dest(node) or self.scratch(node.shape, node.dtype)
                     leaves: list[View] = []

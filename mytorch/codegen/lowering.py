@@ -686,6 +686,93 @@ def _matmul(ctx, node, out: View, a: View, bmat: View, bias: View | None = None)
     )
 
 
+# ---- elementwise work ending a product -------------------------------------------------------
+#
+# A 2-D product read only by a chain of elementwise ops (a backward step's (g + d @ W) * (1 - h*h))
+# ends in them: the product's kernel applies the chain to each tile of its sums while they are in
+# registers, reading the chain's other operands' tiles at the same rows and columns, and writes
+# the chain's value. The product's value is never stored, nor read back by a pass of its own.
+
+EPILOGUE_OPS = frozenset({"add", "sub", "mul", "div", "neg"})  # one instruction, on vectors too
+PRODUCT = "product"  # the product's place among an epilogue tree's leaves
+
+
+def product_epilogues(graph, inlined: set, computed: set) -> dict:
+    """root -> product: the elementwise ops that end a 2-D float matmul in its kernel. `root` is
+    the op whose `fused_elementwise` tree (its `inlined` inputs, transitively) reads the product,
+    its only user; every op of the tree is in EPILOGUE_OPS with the product's type, its operands
+    of the product's dtype (no conversions). Products and ops in `computed` are computed with
+    other nodes already (a bias add, a product placed into its consumer)."""
+    outputs = set(graph.outputs)
+    ends = {}
+    for mm in graph.nodes:
+        if (
+            mm.op != "matmul"
+            or mm in computed
+            or mm in outputs
+            or len(mm.users) != 1
+            or mm.dtype.kind != "f"
+            or len(mm.shape) != 2
+            or any(len(i.shape) != 2 or i.dtype != mm.dtype for i in mm.inputs)
+        ):
+            continue
+        root = mm.users[0]
+        while root in inlined and root.op != "reshape" and len(root.users) == 1:
+            root = root.users[0]
+        if root in inlined or root in computed or root in ends:
+            continue
+        if _epilogue_fits(root, mm.type, inlined):
+            ends[root] = mm
+    return ends
+
+
+def _epilogue_fits(node, type_, inlined) -> bool:
+    """Whether `node` and its inlined inputs compute in `type_`, from operands of its dtype."""
+    if node.op not in EPILOGUE_OPS or node.type != type_:
+        return False
+    return all(
+        _epilogue_fits(i, type_, inlined) if i in inlined else i.dtype == type_.dtype
+        for i in node.inputs
+    )
+
+
+def epilogue_tree(node, product, env, inlined, leaves: list):
+    """`product_with_epilogue`'s tree for root `node`: (node, children), each child a subtree, an
+    int position in `leaves` (appended here, as views of node's shape) or PRODUCT."""
+    children = []
+    for i in node.inputs:
+        if i is product:
+            children.append(PRODUCT)
+        elif i in inlined:
+            children.append(epilogue_tree(i, product, env, inlined, leaves))
+        else:
+            children.append(len(leaves))
+            leaves.append(env[i].broadcast_to(node.shape))
+    return (node, children)
+
+
+def product_with_epilogue(ctx, node, out: View, a: View, b: View, *leaves: View, tree):
+    """out = tree's value (`epilogue_tree`) with the product a @ b (`node`) as PRODUCT."""
+
+    def value(tree, product, loaded):
+        op, children = tree
+        args = [
+            product
+            if child == PRODUCT
+            else loaded[child]
+            if isinstance(child, int)
+            else value(child, product, loaded)
+            for child in children
+        ]
+        return _scalar(ctx, op.op, np.dtype(op.dtype), args, op.params)
+
+    if out.strides[1] != 1:  # out.T = b.T @ a.T, the operands' tiles transposed alike
+        a, b, out = b.transpose((1, 0)), a.transpose((1, 0)), out.transpose((1, 0))
+        leaves = tuple(v.transpose((1, 0)) for v in leaves)
+    epilogue = gemm.Epilogue(tuple(leaves), lambda acc, loaded: value(tree, acc, loaded))
+    _product(ctx, a, b, out, init=_zeros(ctx, out), epilogue=epilogue)
+
+
 # Products share one kernel for every multiple of these: rows of A per group (a batch of at least
 # this many rows); k steps per chunk (the largest power of two up to CHUNK_STEPS dividing the
 # depth, at least MIN_CHUNK_STEPS: a depth of T * batch gives one chunk size for every T when
@@ -787,22 +874,26 @@ def _zeros(ctx, like: View) -> View:
     return View(zero.ptr, zero.offset, like.shape, (0,) * len(like.shape), like.dtype)
 
 
-def _product(ctx, a: View, b: View, c: View, init=None, activation=None, chunks=None) -> None:
-    """c = activation((init or c) + a @ b), over `chunks` (count, unit) of k steps if given.
+def _product(
+    ctx, a: View, b: View, c: View, init=None, activation=None, chunks=None, epilogue=None
+) -> None:
+    """c = activation((init or c) + a @ b), over `chunks` (count, unit) of k steps if given;
+    with a `gemm.Epilogue`, c = epilogue((init or c) + a @ b).
     A weight used as W.T (every `x @ W.T`) is read in place by the dot kernel or copied k-major
     for the axpy kernel, whichever costs less; the copy of a parameter is kept between calls.
     A plain B with many rows of A is copied into column panels."""
     if chunks is not None:
-        assert activation is None
+        assert activation is None and epilogue is None
         _chunked(ctx, a, b, c, init, *chunks)
         return
     if c.dtype.kind != "f":  # integer products: exact, in plain loops
+        assert epilogue is None
         if init is not None:
             gemm.copy(ctx.k, init.broadcast_to(c.shape), c)
         gemm.scalar_kernel(ctx.k, a, b, c)
         return
     a, b = _operands(ctx, a, b)
-    gemm.accumulate(ctx.k, a, b, c, init, activation, ctx.reverse_k)
+    gemm.accumulate(ctx.k, a, b, c, init, activation, ctx.reverse_k, epilogue)
 
 
 def _operands(ctx, a: View, b: View, copy_a: bool = True):

@@ -12,6 +12,9 @@
 - cat(a @ b1, a @ b2, dim=-1) -> a @ cat(b1, b2, dim=-1) (2-D, products used only there), when
   the operands' cat copies less than the products' (a has more rows than columns): the pieces
   of a split weight's gradient as one product;
+- loop(..., zeros, ...) over a sequence of zeros -> the body reads a zeros constant instead,
+  which the rules above then fold (a reverse loop's cotangent from outside the loop, when only
+  its last state is read): the loop stops reading a zero array at every step;
 - last, once nothing above applies: a @ cat(zeros, y) -> a[:, k:] @ y (2-D, also through a
   reshape folding the cat's leading dims): rows of zeros add nothing (a weight's gradient against
   the states the steps start from, the first being zeros), and the cat's copy goes.
@@ -106,6 +109,8 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
         return _flatten_cats(graph, node)
     if op == "cat":
         return _join_products(graph, node)
+    if op == "loop":
+        return _without_zero_sequences(graph, node)
     return None
 
 
@@ -129,6 +134,37 @@ def _with_zeros(graph: Graph, node: Node) -> Node | None:
     if x.type != node.type:
         return None
     return graph.add_node(node.params["nonlinearity"], [x])
+
+
+def _without_zero_sequences(graph: Graph, loop: Node) -> Node | None:
+    """The loop with its sequences of zeros (all but one, if all are: it counts the steps) read
+    as zeros constants in a new body, simplified."""
+    sequences = loop.params.get("sequences", 1)
+    zero = [k for k in range(sequences) if is_zeros(loop.inputs[k])]
+    if len(zero) == sequences:
+        zero = zero[1:]
+    if not zero:
+        return None
+    body = loop.params["body"]
+    new_body = Graph(body.name)
+    value = {}
+    for k, i in enumerate(body.inputs):
+        if k in zero:
+            value[i] = new_body.add_const(np.zeros(i.shape, dtype=i.dtype), i.name)
+        else:
+            value[i] = new_body.add_input(i.name, i.type)
+    for node in body.nodes:  # (the body may be shared: it is copied, not changed)
+        if node.is_const:
+            value[node] = new_body.add_const(node.value, node.name)
+        else:
+            ins = [value[i] for i in node.inputs]
+            value[node] = new_body.add_node(node.op, ins, node.params, node.type, node.name)
+            value[node].loc = node.loc
+    new_body.set_outputs([value[o] for o in body.outputs])
+    simplify(new_body)
+    inputs = [x for k, x in enumerate(loop.inputs) if k not in zero]
+    params = {**loop.params, "body": new_body, "sequences": sequences - len(zero)}
+    return graph.add_node("loop", inputs, params)
 
 
 def _take(graph: Graph, x: Node, start: int, stop: int, by_int: bool, like: Node) -> Node:
@@ -193,6 +229,8 @@ def _flatten_cats(graph: Graph, node: Node) -> Node | None:
         else:
             parts.append(i)
         offset += i.shape[0]
+    if not inner_spans:  # (inner cats along another dim, or outputs: nothing to join)
+        return None
     new = graph.add_node("cat", parts, {"dim": 0})
     if new.type != node.type:
         return None

@@ -14,6 +14,7 @@ import pytest
 import mytorch
 from mytorch import Tensor, nn
 from mytorch.codegen import gemm, runtime
+from mytorch.codegen import llvm as backend
 from tests.ir.programs import RNN
 from tests.odd_arrays import read_only, unaligned
 
@@ -404,6 +405,61 @@ def test_fused_elementwise_chains_match_references(shape, assert_outputs_same):
         return chained, shared, ((grad - wide).abs() + 1.0).sqrt() / (shared + 3.0)
 
     check_against_references(fn, [h, g, row, wide], assert_outputs_same, what=f"{shape}")
+
+
+# (rows of A, k, n, dtype): products ending in elementwise ops (`lowering.product_epilogues`)
+EPILOGUE_SHAPES = [
+    (1, 1, 1, np.float32),
+    (5, 7, 3, np.float32),  # under one vector: masked lanes
+    (64, 384, 384, np.float32),  # the names model's backward step
+    (13, 40, 37, np.float32),  # a last partial row tile and vector
+    (130, 300, 70, np.float32),  # k over the plain B's cache block; B into panels
+    (70, 20, 33, np.float64),
+]
+EPILOGUE_CASES = [("host", *s) for s in EPILOGUE_SHAPES] + [
+    (isa, 13, 40, 37, np.float32) for isa in ("avx2", "generic")
+]
+
+
+@pytest.mark.parametrize(
+    "isa,m,k,n,dtype",
+    EPILOGUE_CASES,
+    ids=[f"{isa}-{m}x{k}x{n}-{np.dtype(d).name}" for isa, m, k, n, d in EPILOGUE_CASES],
+)
+def test_products_ending_in_elementwise_ops_match_references(
+    monkeypatch, isa, m, k, n, dtype, assert_outputs_same
+):
+    """A product read only by a chain of elementwise ops computes the chain in its own kernel,
+    on every kernel path: B as W.T (dot form), a plain B (axpy form, one or several k blocks),
+    an A read down its columns (copies of B's blocks); operands broadcast, transposed (not
+    loadable as vectors), the value written into a cat or as an output. Ops it cannot end in
+    (a bool operand, a math function) keep the product stored."""
+    use_isa(monkeypatch, isa)
+    ended = []
+    original = backend.product_epilogues
+    monkeypatch.setattr(
+        backend, "product_epilogues", lambda *a: ended.append(original(*a)) or ended[-1]
+    )
+    rng = np.random.default_rng(m + k + n)
+
+    def tensor(*shape):
+        return Tensor(rng.uniform(-1.0, 1.0, shape).astype(dtype), trainable=False)
+
+    a, w, b, at = tensor(m, k), tensor(n, k), tensor(k, n), tensor(k, m)
+    g, h, row, g_t = tensor(m, n), tensor(m, n), tensor(n), tensor(n, m)
+
+    def fn(a, w, b, at, g, h, row, g_t):
+        return (
+            (g + a @ w.transpose(0, 1)) * (1.0 - h * h),  # the tanh step's gradient
+            g - a @ b,
+            Tensor.cat(((at.transpose(0, 1) @ b) / (2.0 + h), g), 1) * 1.5,
+            -(a @ (b * 2.0)) * row + g_t.transpose(0, 1),
+            (a @ (b * 3.0)) * (h > 0.0),
+            mytorch.tanh(a @ (b * 4.0)) * g,
+        )
+
+    check_against_references(fn, [a, w, b, at, g, h, row, g_t], assert_outputs_same)
+    assert sum(len(e) for e in ended) == 4, "products did not end in their elementwise ops"
 
 
 @pytest.mark.parametrize("batch", [(), (3,)])

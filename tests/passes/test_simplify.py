@@ -390,3 +390,79 @@ def test_a_product_with_zero_rows_between_others_is_kept():
         }
         """,
     )
+
+
+def test_a_loop_sequence_of_zeros_becomes_zeros_in_its_body():
+    # (the reverse loop of a backward where only the last state is read: g is zeros at every
+    # step) g + carry @ w -> carry @ w, and the loop no longer reads the zero array
+    check_pass(
+        "simplify",
+        """
+        graph(%hs: f32[3,2,4], %h0: f32[2,4], %w: f32[4,4]) {
+          %c0 = const() {fill=0.0} : f32[3,2,4]
+          %loop0 = loop(%hs, %c0, %h0, %w) {reverse=True, sequences=2} : f32[3,2,4] graph(%h: f32[2,4], %g: f32[2,4], %carry: f32[2,4], %w_hh: f32[4,4]) {
+            %matmul0 = matmul(%carry, %w_hh) : f32[2,4]
+            %add0 = add(%g, %matmul0) : f32[2,4]
+            %mul0 = mul(%h, %add0) : f32[2,4]
+            return (%mul0)
+          }
+          return (%loop0)
+        }
+        """,  # noqa: E501
+        """
+        graph(%hs: f32[3,2,4], %h0: f32[2,4], %w: f32[4,4]) {
+          %loop1 = loop(%hs, %h0, %w) {reverse=True, sequences=1} : f32[3,2,4] graph(%h: f32[2,4], %carry: f32[2,4], %w_hh: f32[4,4]) {
+            %matmul0 = matmul(%carry, %w_hh) : f32[2,4]
+            %mul0 = mul(%h, %matmul0) : f32[2,4]
+            return (%mul0)
+          }
+          return (%loop1)
+        }
+        """,  # noqa: E501
+    )
+
+
+def test_a_loop_whose_sequences_are_all_zeros_keeps_one_to_count_its_steps():
+    check_pass(
+        "simplify",
+        """
+        graph(%h0: f32[2,4]) {
+          %c0 = const() {fill=0.0} : f32[3,2,4]
+          %c1 = const() {fill=0.0} : f32[3,2,4]
+          %loop0 = loop(%c0, %c1, %h0) {sequences=2} : f32[3,2,4] graph(%x: f32[2,4], %y: f32[2,4], %h: f32[2,4]) {
+            %add0 = add(%x, %h) : f32[2,4]
+            %add1 = add(%add0, %y) : f32[2,4]
+            return (%add1)
+          }
+          return (%loop0)
+        }
+        """,  # noqa: E501
+        """
+        graph(%h0: f32[2,4]) {
+          %c0 = const() {fill=0.0} : f32[3,2,4]
+          %loop1 = loop(%c0, %h0) {sequences=1} : f32[3,2,4] graph(%x: f32[2,4], %h: f32[2,4]) {
+            %add0 = add(%x, %h) : f32[2,4]
+            return (%add0)
+          }
+          return (%loop1)
+        }
+        """,  # noqa: E501
+    )
+
+
+def test_a_cat_of_cats_that_cannot_be_joined_is_kept():
+    # (an inner cat that is an output, or along another dim: the rule used to make the same cat
+    # again, and simplify never finished)
+    check_pass(
+        "simplify",
+        """
+        graph(%x: f32[2,3], %y: f32[2,3]) {
+          %cat0 = cat(%x, %y) {dim=0} : f32[4,3]
+          %cat1 = cat(%x, %y) {dim=1} : f32[2,6]
+          %reshape0 = reshape(%cat1) {shape=(4, 3)} : f32[4,3]
+          %cat2 = cat(%cat0, %x) {dim=0} : f32[6,3]
+          %cat3 = cat(%cat1, %cat1) {dim=0} : f32[4,6]
+          return (%cat0, %cat2, %cat3, %reshape0)
+        }
+        """,
+    )
