@@ -325,6 +325,30 @@ def test_products_of_a_plain_b_in_panels_match_references(
 
 # (rows of A, k, n of B, dtype): with A read down its columns, B copied into panels a block at a
 # time (gemm._packs)
+@pytest.mark.parametrize("total", [1, 2, 5, 6, 7, 8, 13, 20, 32, 40, 128, 130, 4096])
+def test_row_tiles_cover_the_rows_without_a_small_last_tile(total):
+    """The axpy kernel's row tiles (`gemm._row_tiles`): every row once, in order; where a
+    remainder would be a small tile, tiles of mr - 1 instead (128 rows: 18 x 6 + 4 x 5)."""
+    mr = 6
+    rows, start = [], 0
+    for first, size, count in gemm._row_tiles(total, mr):
+        assert (first or 0) == start and 1 <= size <= mr
+        rows += [size] * count
+        start += size * count
+    assert start == total
+    if total >= 4 * mr:
+        assert min(rows) >= mr - 1
+    assert gemm._row_tiles(128, mr) == [(None, 6, 18), (108, 5, 4)]
+
+
+def test_row_blocks_merge_a_small_remainder():
+    """A few rows past a whole row block join it (one pass over B); half a block stays apart."""
+    assert gemm._row_blocks(128, 126) == [(0, 128, 1)]
+    assert gemm._row_blocks(4096, 252) == [(None, 252, 15), (3780, 316, 1)]
+    assert gemm._row_blocks(4096, 126) == [(None, 126, 32), (4032, 64, 1)]
+    assert gemm._row_blocks(252, 126) == [(None, 126, 2)]
+
+
 PACKED_SHAPES = [
     (64, 1, 17, np.float32),  # k = 1; n under one vector
     (65, 129, 100, np.float32),  # k one past a block; rows one past whole tiles
