@@ -339,7 +339,11 @@ class _TrainingCall:
         self.arg_types = arg_types
         self.params = entry.trace.params
         self.trainable = [t.trainable for t in sources]
-        self.trainable_sources = tuple([t for t in sources if t.trainable])
+        # The tape's inputs when only parameters are trainable (arguments change per call).
+        n_args = len(arg_types)
+        self.trainable_sources = (
+            None if any(self.trainable[:n_args]) else tuple([p for p in self.params if p.trainable])
+        )
         trace = entry.trace
         if not trace.out_static and trace.out_spec.kind == "leaf":
             self.assemble = _first  # one tensor returned: no tree to rebuild
