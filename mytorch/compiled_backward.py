@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from operator import itemgetter
 
 import numpy as np
 
@@ -53,28 +54,35 @@ class CompiledBackward:
             dump.stage("forward_saving", saving)
         self.forward_runner = build(saving)
         self.backward_runner = build(self.graph)
+        self._forward = _tuple_call(self.forward_runner, len(saving.inputs))
+        self._backward = _tuple_call(self.backward_runner, len(self.graph.inputs))
+        # The backward's inputs picked from the forward's inputs and outputs in one C call
+        # (a cotangent's slot takes any one: it is overwritten before the backward runs).
+        n = len(forward.inputs)
+        picks = [{"input": k, "output": n + k}.get(kind, 0) for kind, k in self._feeds]
+        self._pick = itemgetter(*picks) if len(picks) > 1 else lambda row: [row[k] for k in picks]
+        self._single = len(forward.outputs) == 1 and forward.outputs[0].dtype.kind == "f"
         self._zeros = [np.zeros(o.shape, o.dtype) for o in forward.outputs]
         self._scalar = np.zeros(())  # the joint node's value (never written)
 
-    def run(self, sources: list[Tensor], arrays: list) -> list[Tensor]:
-        """Run the forward; its float outputs' `.backward()` reaches the trainable `sources`."""
-        results = self.forward_runner(arrays)
+    def run(self, sources: list[Tensor], arrays: list, trainable: tuple | None = None):
+        """Run the forward; its float outputs' `.backward()` reaches the trainable `sources`
+        (`trainable`: those of them that are, if the caller knows)."""
+        results = self._forward(arrays)
+        feeds = list(self._pick([*arrays, *results]))
+        if trainable is None:
+            trainable = tuple([t for t in sources if t.trainable])
+        if self._single:
+            # One output (a loss, usually): it is the tape node that runs the backward.
+            out = wrap(results[0], "compiled")
+            out._prev, out.trainable = trainable, True
+            out._backward = _backward_of_single(self, weakref.ref(out), sources, feeds)
+            return [out]
         outputs = [wrap(o, "compiled") for o in results[: self.num_outputs]]
-        feeds = [
-            arrays[k] if kind == "input" else results[k] if kind == "output" else k
-            for kind, k in self._feeds
-        ]
-        self._attach(sources, feeds, outputs)
+        self._attach(trainable, sources, feeds, outputs)
         return outputs
 
-    def _attach(self, sources: list[Tensor], feeds: list, outputs: list[Tensor]) -> None:
-        trainable = tuple([t for t in sources if t.trainable])
-        if len(outputs) == 1 and outputs[0].dtype.kind == "f":
-            # One output (a loss, usually): it is the tape node that runs the backward.
-            out = outputs[0]
-            out._prev, out.trainable, out._op = trainable, True, "compiled"
-            out._backward = _backward_of_single(self, weakref.ref(out), sources, feeds)
-            return
+    def _attach(self, trainable: tuple, sources: list[Tensor], feeds: list, outputs: list) -> None:
         cotangents: list = [None] * len(outputs)
         joint = wrap(self._scalar, "compiled")  # the tape node all outputs lead to
         joint._prev, joint.trainable = trainable, True
@@ -97,9 +105,24 @@ class CompiledBackward:
         """Run the compiled backward given the outputs' gradients; add into the sources'."""
         for slot, k in self._cotangent_slots:
             feeds[slot] = cotangents[k]
-        for k, g in zip(self.gradients, self.backward_runner(feeds), strict=True):
-            if sources[k].trainable:
-                accumulate_grad(sources[k], g)  # g is a fresh output array
+        for k, g in zip(self.gradients, self._backward(feeds), strict=True):
+            source = sources[k]
+            if source.trainable:
+                accumulate_grad(source, g)  # g is a fresh output array
+
+
+def _tuple_call(runner, n_inputs: int) -> Callable[[list], tuple]:
+    """`runner(arrays)` as a tuple of arrays; through the backend's fast call where it has one
+    (one C call, no list made), its general path for any call the fast one does not take."""
+    fast = runner.fast_call(n_inputs) if hasattr(runner, "fast_call") else None
+    if fast is None:
+        return runner
+
+    def call(arrays):
+        result = fast(*arrays)
+        return result if type(result) is tuple else runner(arrays)
+
+    return call
 
 
 def _backward_of_single(training: CompiledBackward, out_ref, sources, feeds) -> Callable[[], None]:

@@ -334,24 +334,41 @@ class _TrainingCall:
     the same shapes and dtypes, and the same of them (and of the parameters) trainable."""
 
     def __init__(self, entry: _Compiled, training: CompiledBackward, arg_types, sources):
-        self.entry, self.training = entry, training
+        self.run = training.run
         self.train_mode = entry.train_mode
         self.arg_types = arg_types
         self.params = entry.trace.params
         self.trainable = [t.trainable for t in sources]
+        # The tape's inputs when only parameters are trainable (arguments change per call).
+        n_args = len(arg_types)
+        self.trainable_sources = (
+            None if any(self.trainable[:n_args]) else tuple([p for p in self.params if p.trainable])
+        )
+        trace = entry.trace
+        if not trace.out_static and trace.out_spec.kind == "leaf":
+            self.assemble = _first  # one tensor returned: no tree to rebuild
+        else:
+            self.assemble = trace.assemble
 
     def call(self, args):
         """The function's result, or None when the general path must take the call."""
         if len(args) != len(self.arg_types):
             return None
         for a, (shape, dtype) in zip(args, self.arg_types, strict=True):
-            if not isinstance(a, Tensor) or a.data.shape != shape or a.data.dtype != dtype:
+            if not isinstance(a, Tensor):
+                return None
+            data = a.data
+            if data.shape != shape or (data.dtype is not dtype and data.dtype != dtype):
                 return None
         sources = [*args, *self.params]
         if [t.trainable for t in sources] != self.trainable:
             return None
-        outputs = self.training.run(sources, [t.data for t in sources])
-        return self.entry.trace.assemble(outputs)
+        arrays = [t.data for t in sources]
+        return self.assemble(self.run(sources, arrays, self.trainable_sources))
+
+
+def _first(outputs: list):
+    return outputs[0]
 
 
 def _bind(runner, n_args: int, trace: TraceResult, *, grad_enabled: bool):

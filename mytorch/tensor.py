@@ -230,7 +230,8 @@ class Tensor:
                     f"backward() without a gradient needs a scalar, got shape {fmt(self.shape)}; "
                     "pass grad= of the same shape"
                 )
-            seed = np.ones(self.data.shape, self.data.dtype)
+            data = self.data  # (np.array of a number costs a third of np.ones)
+            seed = np.array(1, data.dtype) if data.ndim == 0 else np.ones(data.shape, data.dtype)
         else:
             seed = np.array(grad.data if isinstance(grad, Tensor) else grad, self.data.dtype)
             if seed.shape != self.data.shape:
@@ -238,7 +239,12 @@ class Tensor:
                     f"backward: grad of shape {fmt(seed.shape)} does not match the tensor's "
                     f"shape {fmt(self.shape)}"
                 )
-        order = _topological_order(self)
+        prev = self._prev
+        if not any([p._prev for p in prev]):
+            # Only leaves below (a compiled loss): they are in order, and their grads are kept.
+            order = [*dict.fromkeys(prev), self]
+        else:
+            order = _topological_order(self)
         # Intermediate gradients restart from zero, so repeated backward calls accumulate only
         # into the leaves, as in PyTorch.
         for t in order:

@@ -232,6 +232,7 @@ def bind(
     wrap: tuple[type, tuple] | None = None,
     single: bool = False,
     release_gil: bool = True,
+    writeable: bool = False,
     keep: tuple = (),
 ):
     """A builtin `bound(*objects)` calling the graph at `entry`, or None without the binder.
@@ -246,6 +247,7 @@ def bind(
     A call returns the tuple of output arrays; with `wrap=(cls, fields)`, each output is made
     into an instance of `cls` (`object.__new__(cls)`, its `.data` the array, then each
     `(name, value)` of `fields` set in order); with `single`, the one output alone, no tuple.
+    With `writeable`, inputs must also be writeable (for code that updates them in place).
     """
     found = _binder() if enabled else None
     if found is None:
@@ -292,13 +294,14 @@ def bind(
     ]
     plan[HEADER:start_fields] = [id(p) for p in params]
     plan[start_fields:start_slots] = [id(x) for field in fields for x in field]
+    required = C_CONTIGUOUS | ALIGNED | (WRITEABLE if writeable else 0)
     at = start_dims
     for k, (dtype, shape) in enumerate(zip(dtypes, shapes, strict=True)):
         plan[start_slots + SLOT * k : start_slots + SLOT * (k + 1)] = [
             id(dtype),
             len(shape),
             base + 8 * at,
-            C_CONTIGUOUS | ALIGNED,  # (only inputs are checked: outputs are made here)
+            required,  # (only inputs are checked: outputs are made here)
         ]
         plan[at : at + len(shape)] = shape
         at += len(shape)

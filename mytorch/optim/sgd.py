@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from . import fused
 from .optimizer import Optimizer, check_hyperparameter
 
 
@@ -32,6 +33,8 @@ class SGD(Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, defaults)
+        # per (group, with momentum): its fused update, or False where numpy does it
+        self._fused: dict[tuple[int, bool], fused.FusedSGD | Literal[False]] = {}
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update: p -= lr * (momentum-smoothed) (grad + weight_decay * p)."""
@@ -39,6 +42,9 @@ class SGD(Optimizer):
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
             dampening, weight_decay = group["dampening"], group["weight_decay"]
+            if weight_decay == 0 and dampening == 0 and not group["nesterov"]:
+                if self._fused_step(group, lr, momentum):
+                    continue
             for param in group["params"]:
                 if not param.trainable:
                     continue
@@ -57,3 +63,34 @@ class SGD(Optimizer):
                 # In place, so anything holding param.data (a compiled graph) sees the update.
                 param.data -= lr * step
         return loss
+
+    def _fused_step(self, group: dict[str, Any], lr: float, momentum: float) -> bool:
+        """The group's update in one native call (see `fused.py`); False when it cannot be, or
+        on a first momentum step (the numpy path makes the buffers)."""
+        arrays: list = []
+        if momentum != 0:
+            state = self.state
+            for param in group["params"]:
+                if param.trainable:
+                    buf = state.get(id(param), {}).get("momentum_buffer")
+                    if buf is None:
+                        return False
+                    arrays += (param.data, param.grad, buf)
+        else:
+            for param in group["params"]:
+                if param.trainable:
+                    arrays += (param.data, param.grad)
+        key = (id(group), momentum != 0)
+        update = self._fused.get(key)
+        if update is False:
+            return False
+        if update is not None and update(lr, momentum, arrays):
+            return True
+        # First use, or the arrays changed (shapes, layouts): plan again; numpy from now on if
+        # the new plan does not take them either.
+        update = fused.plan(arrays, momentum != 0)
+        if update is not None and update(lr, momentum, arrays):
+            self._fused[key] = update
+            return True
+        self._fused[key] = False
+        return False
