@@ -44,7 +44,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..errors import CompileError
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, collector_paused
 from . import binder, gemm, lowering, mathfns, packing, runtime
 from .kernel import I8, I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
 from .lowering import (
@@ -948,7 +948,9 @@ def build(graph: Graph) -> Runner:
     for node in graph.nodes:
         for t in [node.type] + [i.type for i in node.inputs]:
             llvm_type(t.dtype)
-    with _BUILDING:
+    # The collector paused: lowering makes ~10^4 IR objects that live until the module is text;
+    # collections would scan them again and again (~10% of a build).
+    with _BUILDING, collector_paused():
         lowering = GraphLowering(graph)
         try:
             text = lowering.lower()
