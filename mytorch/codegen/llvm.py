@@ -12,8 +12,9 @@ The workspace also keeps packed copies of weight parameters from call to call, w
 that tell whether a parameter changed (`GraphLowering.kept_transpose`): it must live as long as
 the runner and start zeroed.
 
-Kernels are shared: each kernel function (a product, a loop, a fused elementwise chain) is its
-own module, compiled once per process for everything that decides its code (`_kernel_key`) and
+Kernels are shared: each kernel function (a product, a loop, a fused elementwise chain) is
+emitted as its own module, compiled once per process for everything that decides its code
+(`_kernel_key`; linked into the module of the first entry that needs it, see `build`) and
 called by every entry function that needs it (the names example's 18 sequence lengths share
 most of theirs; a loop or a product over time steps takes the number of steps at run time,
 `lowering.Scaled`). So a kernel's code never depends on where its graph puts things: it gets its
@@ -33,7 +34,7 @@ import contextlib
 import ctypes
 import itertools
 import math
-import re
+import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -43,7 +44,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..errors import CompileError
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, collector_paused
 from . import binder, gemm, lowering, mathfns, packing, runtime
 from .kernel import I8, I64, PTR, KernelBuilder, View, contiguous_strides, llvm_type
 from .lowering import (
@@ -79,19 +80,21 @@ CHECK_SHARED = False
 
 @dataclass(eq=False)
 class SharedKernel:
-    """A compiled kernel function and what its callers must provide: `scratch_bytes` of
-    workspace of its own and the changed flags of `params` (graph input indices)."""
+    """A kernel function and what its callers must provide: `scratch_bytes` of workspace of its
+    own and the changed flags of `params` (graph input indices). Compiled with the entry of the
+    build that made it (`code`, set by `build`)."""
 
-    native: NativeFunction
     symbol: str
     scratch_bytes: int
     params: tuple[int, ...]
     text: str  # its IR as emitted
+    code: runtime.NativeCode | None = None
 
 
 # key -> kernel, while some runner uses it (runners hold their kernels)
 _SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _symbols = itertools.count()
+_BUILDING = threading.Lock()
 
 
 class GraphLowering:
@@ -112,6 +115,7 @@ class GraphLowering:
         self.workspace_bytes = 2 * len(graph.inputs)
         self.kernel_bytes = 0  # scratch of the kernel being emitted, from its own pointer
         self.kernels: list[SharedKernel] = []  # the kernels the entry calls, kept alive with it
+        self.new_kernels: dict[tuple, SharedKernel] = {}  # key -> kernel, compiled by `build`
         self._kernel_params: list[int] = []  # params whose flags the kernel being emitted reads
         # In a kernel that takes a size at run time (`lowering.Scaled`): that size, an i64.
         self.count: ir.Value | None = None
@@ -470,8 +474,7 @@ class GraphLowering:
         if shared is None or CHECK_SHARED:
             made = self._kernel_text(node, views, kernel, scaled)
             if shared is None:
-                shared = _compile_kernel(*made)
-                _SHARED[key] = shared
+                shared = self.new_kernels[key] = _SHARED[key] = _new_kernel(*made)
             elif made != (shared.text, shared.scratch_bytes, shared.params):
                 raise AssertionError(f"kernel {kernel} shared under a key that misses something")
         self.kernels.append(shared)
@@ -596,15 +599,9 @@ def _compare_kernel(ctx: GraphLowering, node, snapshot: View, flat: View, index:
     b.store(b.zext(flag_value, I8), flag)
 
 
-def _compile_kernel(text: str, scratch_bytes: int, params: tuple) -> SharedKernel:
-    """JIT-compile a kernel module and make its function callable by name from other modules."""
-    native = NativeFunction(text, "kernel")
-    symbol = f"mytorch.kernel.{next(_symbols)}"
-    runtime.llvm().add_symbol(symbol, native.address)
-    # Its IR as callers see it: under its symbol.
-    art, name, sub = native.artifacts, re.compile(r'@"?kernel"?\('), f'@"{symbol}"('
-    native.artifacts = Artifacts(name.sub(sub, art.llvm_ir_raw), name.sub(sub, art.llvm_ir))
-    return SharedKernel(native, symbol, scratch_bytes, params, text)
+def _new_kernel(text: str, scratch_bytes: int, params: tuple) -> SharedKernel:
+    """A new kernel under a symbol of its own (compiled by `build`, with the entry calling it)."""
+    return SharedKernel(f"mytorch.kernel.{next(_symbols)}", scratch_bytes, params, text)
 
 
 def _target_key() -> tuple:
@@ -954,14 +951,33 @@ def _aligned(buffer: np.ndarray) -> int:
 
 
 def build(graph: Graph) -> Runner:
-    """Build native code for `graph`; a CompileError names what cannot be lowered."""
+    """Build native code for `graph`; a CompileError names what cannot be lowered.
+
+    The entry and the kernels no earlier build made are one LLVM module (`runtime.NativeCode`);
+    every other build finds a kernel by its symbol. One build at a time: a kernel is in the
+    cache before it is compiled.
+    """
     for node in graph.nodes:
         for t in [node.type] + [i.type for i in node.inputs]:
             llvm_type(t.dtype)
-    lowering = GraphLowering(graph)
-    text = lowering.lower()
+    # The collector paused: lowering makes ~10^4 IR objects that live until the module is text;
+    # collections would scan them again and again (~10% of a build).
+    with _BUILDING, collector_paused():
+        lowering = GraphLowering(graph)
+        try:
+            text = lowering.lower()
+            new = lowering.new_kernels.values()
+            code = runtime.NativeCode(text, {k.symbol: k.text for k in new})
+        except BaseException:
+            for key in lowering.new_kernels:
+                _SHARED.pop(key, None)
+            raise
+        binding = runtime.llvm()
+        for kernel in new:
+            kernel.code = code
+            binding.add_symbol(kernel.symbol, code.address(kernel.symbol))
     kernels = list(dict.fromkeys(lowering.kernels))
-    native = NativeFunction(text, "entry", keep=tuple(kernels))
-    parts = [native.artifacts] + [k.native.artifacts for k in kernels]
-    native.artifacts = Artifacts.joined(parts)
+    native = NativeFunction(None, "entry", keep=tuple(kernels), code=code)
+    others = dict.fromkeys(k.code for k in kernels if k.code is not code)
+    native.artifacts = Artifacts.joined([code.artifacts] + [c.artifacts for c in others])
     return Runner(graph, native, lowering.workspace_bytes, ERRORS)

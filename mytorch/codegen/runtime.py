@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +50,19 @@ def target_machine(opt: int = 3):
     )
 
 
+# LLVM's optimization pipeline for every module.
+PIPELINE = {
+    "speed_level": 3,
+    "loop_vectorization": True,
+    # Our kernels are vectorized as emitted: SLP changed no instruction of the bench's or the
+    # names example's modules, and took ~13% of LLVM's time on them (callgrind).
+    "slp_vectorization": False,
+    # NOTE: LLVM's unroller multiplies code size (and compile time) by ~8 on our many short
+    # loops; the kernels that need unrolling (the GEMM micro-kernel) unroll explicitly.
+    "loop_unrolling": False,
+}
+
+
 @functools.cache
 def host_features() -> frozenset[str]:
     """The host CPU's enabled features: {'avx2', 'avx512f', 'fma', ...}."""
@@ -77,31 +92,84 @@ class Artifacts:
         return target_machine().emit_assembly(module)
 
 
-class NativeFunction:
-    """A JIT-compiled `void f(ptr* args)`; keeps its engine alive as long as it lives."""
+class NativeCode:
+    """One LLVM module, optimized and JIT-compiled: an entry function and the new kernels it calls.
 
-    def __init__(self, llvm_ir: str, name: str, keep=()):
-        self.keep = keep  # what its code calls into (shared kernels)
+    A build's kernel modules (`kernels`: symbol -> IR whose function `kernel` is renamed to the
+    symbol) are linked into its entry module, so that LLVM's fixed costs per module (pipeline,
+    engine, code emission) are paid once per build, and a helper several of them define (a
+    packing or activation function: the same name, the same text) is optimized and emitted once.
+    Keeps its engine alive as long as it lives.
+    """
+
+    def __init__(self, llvm_ir: str, kernels: Mapping[str, str] | None = None):
         binding = llvm()
         module = binding.parse_assembly(llvm_ir)
+        helpers: dict[str, str] = {}
+        _share_helpers(module, llvm_ir, helpers)
+        raw = [llvm_ir]
+        for symbol, text in (kernels or {}).items():
+            text = _KERNEL.sub(f'@"{symbol}"(', text)
+            part = binding.parse_assembly(text)
+            # Optimized on its own, as every caller sees it (not inlined into this entry).
+            part.get_function(symbol).add_function_attribute("noinline")
+            _share_helpers(part, text, helpers)
+            module.link_in(part)
+            raw.append(text)
+        for fn in module.functions:
+            if fn.linkage == binding.Linkage.linkonce_odr:
+                fn.linkage = binding.Linkage.internal  # one copy left: a module's own again
         module.verify()
         tm = target_machine()
-        options = binding.create_pipeline_tuning_options(speed_level=3)
-        options.loop_vectorization = True
-        options.slp_vectorization = True
-        # NOTE: LLVM's unroller multiplies code size (and compile time) by ~8 on our many short
-        # loops; the kernels that need unrolling (the GEMM micro-kernel) unroll explicitly.
-        options.loop_unrolling = False
+        options = binding.create_pipeline_tuning_options(speed_level=PIPELINE["speed_level"])
+        for name, value in PIPELINE.items():
+            setattr(options, name, value)
         builder = binding.create_pass_builder(tm, options)
         builder.getModulePassManager().run(module, builder)
         self.engine = binding.create_mcjit_compiler(module, tm)
         self.engine.finalize_object()
+        self.artifacts = Artifacts("\n".join(raw), str(module))
+
+    def address(self, name: str) -> int:
         address = self.engine.get_function_address(name)
         if not address:
             raise AssertionError(f"JIT gave no address for {name}")
-        self.address = address
-        self.call = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
-        self.artifacts = Artifacts(llvm_ir, str(module))
+        return address
+
+
+# A kernel module's function, as emitted (see `NativeCode`).
+_KERNEL = re.compile(r'@"?kernel"?\(')
+# An internal function's definition in llvmlite's text: its name, then its whole text.
+_DEFINE = re.compile(r'^define internal [^\n]*?@"?([^"(\s]+)"?\(.*?^\}$', re.M | re.S)
+
+
+# A global used as a value (not called): what a function's text does not show.
+_GLOBAL_VALUE = re.compile(r'@"?[^"(\s]+"?(?!\()(?:[\s,)\]]|$)')
+
+
+def _share_helpers(module, text: str, helpers: dict[str, str]) -> None:
+    """Give `module`'s internal functions linkonce_odr linkage, so that linking keeps one copy of
+    each, unless a function of the same name seen before (`helpers`: name -> text) differs or it
+    reads a global (whose contents its text does not show)."""
+    linkonce = llvm().Linkage.linkonce_odr
+    for found in _DEFINE.finditer(text):
+        name, body = found.group(1), found.group(0)
+        if _GLOBAL_VALUE.search(body.split("\n", 1)[1]):
+            continue
+        if helpers.setdefault(name, body) == body:
+            module.get_function(name).linkage = linkonce
+
+
+class NativeFunction:
+    """A JIT-compiled `void f(ptr* args)`: `name` in `code`, or in a module of its own made from
+    `llvm_ir`; keeps its code alive, and `keep`: what its code calls into (shared kernels)."""
+
+    def __init__(self, llvm_ir: str | None, name: str, keep=(), code: NativeCode | None = None):
+        self.keep = keep
+        self.code = code or NativeCode(llvm_ir)
+        self.address = self.code.address(name)
+        self.call = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.address)
+        self.artifacts = self.code.artifacts
 
 
 class Signature:

@@ -24,15 +24,15 @@ F32 = np.float32
 
 @pytest.fixture
 def compiles(monkeypatch):
-    """The kernel modules compiled while the test runs (their IR)."""
+    """The new kernels made (and compiled) while the test runs (their IR)."""
     made = []
-    compile_kernel = llvm._compile_kernel
+    new_kernel = llvm._new_kernel
 
     def recording(text, *rest):
         made.append(text)
-        return compile_kernel(text, *rest)
+        return new_kernel(text, *rest)
 
-    monkeypatch.setattr(llvm, "_compile_kernel", recording)
+    monkeypatch.setattr(llvm, "_new_kernel", recording)
     return made
 
 
