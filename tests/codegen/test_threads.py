@@ -62,8 +62,10 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("batch", [8, 33])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize(
+    "name, batch",
+    [(name, 8) for name in sorted(MODELS)] + [("tutorial", 33), ("rnn_batch_first", 33)],
+)
 def test_split_calls_match_one_thread_and_the_interpreter(name, batch, threads):
     mytorch.manual_seed(0)
     model, x = MODELS[name](batch)
