@@ -220,8 +220,8 @@ def torch_status(torch, skipped: bool) -> str:
 
 
 def set_mytorch_threads(threads: int) -> bool:
-    """Call mytorch.set_num_threads when mytorch has it; whether it did."""
-    # NOTE: set_num_threads may not exist yet in mytorch; the env variables cover BLAS.
+    """mytorch.set_num_threads(threads) (compiled forward calls split over their batch);
+    whether it was called (an older mytorch has no such function)."""
     if not hasattr(mytorch, "set_num_threads"):
         return False
     mytorch.set_num_threads(threads)

@@ -25,6 +25,7 @@ from .functions import (
     zeros,
     zeros_like,
 )
+from .parallel import get_num_threads, set_num_threads
 from .tensor import Tensor, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "explain",
     "from_numpy",
     "get_default_dtype",
+    "get_num_threads",
     "is_grad_enabled",
     "log",
     "log_softmax",
@@ -53,6 +55,7 @@ __all__ = [
     "randn",
     "relu",
     "set_default_dtype",
+    "set_num_threads",
     "sigmoid",
     "softmax",
     "stack",

@@ -24,6 +24,7 @@ from .ir.graph import Graph, collector_paused
 from .ir.parser import parse
 from .ir.trace import TraceResult, trace_call
 from .ir.verify import verify
+from .parallel import BatchSplit
 from .passes import PassManager, resolve_pipeline
 from .passes.report import Explanation
 from .plugins import get_backend
@@ -285,7 +286,27 @@ class CompiledFunction:
             entry.bound, entry.finish = _bind(
                 entry.runner, entry.simple_args, entry.trace, grad_enabled=entry.grad_enabled
             )
+            if entry.bound is not None:
+                entry.bound = self._threaded(entry)
         return entry.runner
+
+    def _threaded(self, entry: _Compiled):
+        """The bound call, split over the batch on `set_num_threads` threads where that pays
+        (calls without a tape only)."""
+        split = (
+            None
+            if entry.grad_enabled
+            else BatchSplit.of(entry.graph, get_backend(self._backend_name))
+        )
+        if split is None:
+            return entry.bound
+        single = not entry.trace.out_static and entry.trace.out_spec.kind == "leaf"
+
+        def finish(arrays):  # as the bound call returns them
+            tensors = tuple(wrap(a, "compiled") for a in arrays)
+            return tensors[0] if single else tensors
+
+        return split.wrap(entry.bound, entry.simple_args, entry.trace.params, finish)
 
     def _build_training(self, entry: _Compiled, wrt: tuple[int, ...]):
         """The compiled backward for gradients of inputs `wrt` (positions among the sources)."""

@@ -1,0 +1,359 @@
+"""The batch axis of a graph, and the graph of a slice of the batch.
+
+`batch_axes(graph)` finds an axis of the first argument whose rows never mix: every value gets
+the axis that holds those rows (or None when it is the same for every slice: parameters,
+constants), propagated through each op's rule. A slice of the batch then computes exactly its
+rows of every value, so a batch split in two runs as two independent calls (`batch_slice`). A
+reduction over the batch axis, a product contracting it, a random op, or any op without a rule
+here makes the graph unsplittable (None).
+
+A value that is the same for every slice may still be read row by row: a zeros (B, H) initial
+state carried by a loop, a (B, H) argument added to the batch. Such a read takes the slice's
+rows of it (`reads`); a bias broadcast over the batch is read whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ops import OPS
+from ..ops.registry import TensorType
+from ..ops.shape import Slice
+from .graph import Graph, Node
+
+
+class Unsplittable(Exception):
+    """Raised by a rule: these rows mix, or the op has no rule."""
+
+
+@dataclass
+class BatchAxes:
+    """The batch size, each value's batch axis (None: the same for every slice), and the reads
+    of such values that take a slice's rows: (reader, input position) -> the axis of the rows."""
+
+    size: int
+    axes: dict[Node, int | None]
+    reads: dict[tuple[Node, int], int] = field(default_factory=dict)
+
+
+def batch_axes(graph: Graph) -> BatchAxes | None:
+    """The batch axes of `graph`, trying each axis of its first argument; None if none works."""
+    args = [i for i in graph.inputs if not i.is_param]
+    if not args:
+        return None
+    for axis, size in enumerate(args[0].shape):
+        if size < 2:
+            continue
+        found = BatchAxes(size, {i: None for i in graph.inputs})
+        found.axes[args[0]] = axis
+        try:
+            _propagate(graph, found)
+        except Unsplittable:
+            continue
+        if any(found.axes[o] is not None for o in graph.outputs):
+            return found
+    return None
+
+
+def _propagate(graph: Graph, found: BatchAxes) -> None:
+    axes = found.axes
+    for node in graph.nodes:
+        rule = RULES.get(node.op)
+        if node.is_const:
+            axes[node] = None
+        elif rule is None or not OPS[node.op].pure:
+            if any(axes[i] is not None for i in node.inputs):
+                raise Unsplittable(node.op)
+            axes[node] = None
+        else:
+            axes[node] = rule(node, found)
+
+
+# ---- rules: a node's axis from its inputs' -------------------------------------------------------
+
+
+def _read(node: Node, k: int, want: int | None, found: BatchAxes) -> None:
+    """Input k of `node` is read with its batch rows at `want` (None: whole)."""
+    x = node.inputs[k]
+    have = found.axes[x]
+    if have is None and want is not None:
+        if x.shape[want] != found.size:
+            raise Unsplittable(f"%{node.name}: %{x.name} has no batch rows at dim {want}")
+        found.reads[node, k] = want
+    elif have != want:
+        raise Unsplittable(f"%{node.name}: %{x.name}'s batch axis is {have}, needed {want}")
+
+
+def _broadcasting(node: Node, found: BatchAxes) -> int | None:
+    """Elementwise with numpy broadcasting: every input's batch rows align with the output's."""
+    ndim = len(node.shape)
+    known = {found.axes[i] + ndim - len(i.shape) for i in node.inputs if found.axes[i] is not None}
+    if len(known) > 1:
+        raise Unsplittable(f"%{node.name}: inputs' batch axes disagree")
+    out = known.pop() if known else None
+    for k, i in enumerate(node.inputs):
+        at = None if out is None else out - (ndim - len(i.shape))
+        _read(node, k, at if at is not None and at >= 0 and i.shape[at] != 1 else None, found)
+    return out
+
+
+def _matmul(node: Node, found: BatchAxes) -> int | None:
+    a, b = node.inputs
+    if len(a.shape) < 2 or len(b.shape) < 2:
+        if found.axes[a] is not None or found.axes[b] is not None:
+            raise Unsplittable(f"%{node.name}: a vector product")
+        return None
+    ndim = len(node.shape)
+    known = set()
+    for x, contracted in ((a, -1), (b, -2)):
+        if found.axes[x] is not None:
+            from_end = found.axes[x] - len(x.shape)
+            if from_end == contracted:
+                raise Unsplittable(f"%{node.name} contracts the batch axis")
+            known.add(ndim + from_end)
+    if len(known) > 1:
+        raise Unsplittable(f"%{node.name}: batch axes on both operands")
+    out = known.pop() if known else None
+    for k, (x, kept) in enumerate(((a, -2), (b, -1))):
+        at = None
+        if out is not None:
+            from_end = out - ndim
+            if from_end == kept or from_end < -2:  # its rows (columns), or a stacked dim
+                at = len(x.shape) + from_end
+                at = at if at >= 0 and x.shape[at] != 1 else None
+        _read(node, k, at, found)
+    return out
+
+
+def _transpose(node: Node, found: BatchAxes) -> int | None:
+    axis = found.axes[node.inputs[0]]
+    ndim = len(node.shape)
+    d0, d1 = node.params["d0"] % ndim, node.params["d1"] % ndim
+    return {d0: d1, d1: d0}.get(axis, axis)
+
+
+def _permute(node: Node, found: BatchAxes) -> int | None:
+    axis = found.axes[node.inputs[0]]
+    ndim = len(node.shape)
+    return None if axis is None else [d % ndim for d in node.params["dims"]].index(axis)
+
+
+def _getitem(node: Node, found: BatchAxes) -> int | None:
+    (x,) = node.inputs
+    axis = found.axes[x]
+    if axis is None:
+        return None
+    dim = out = 0
+    for item in node.params["index"]:
+        if item is None:
+            out += 1
+            continue
+        if not isinstance(item, (int, Slice)):
+            raise Unsplittable("getitem: an advanced index")
+        if dim == axis:
+            if not _whole(item, x.shape[dim]):
+                raise Unsplittable("getitem: a part of the batch")
+            return out
+        out += isinstance(item, Slice)
+        dim += 1
+    return out + axis - dim
+
+
+def _whole(item, n: int) -> bool:
+    if not isinstance(item, Slice):
+        return False
+    return slice(item.start, item.stop, item.step).indices(n) == (0, n, 1)
+
+
+def _joining(node: Node, found: BatchAxes) -> int | None:
+    """stack and cat: every piece sliced alike, along another dim than the join."""
+    known = {found.axes[i] for i in node.inputs if found.axes[i] is not None}
+    if len(known) > 1:
+        raise Unsplittable(f"%{node.name}: pieces' batch axes disagree")
+    axis = known.pop() if known else None
+    if axis is None:
+        return None
+    dim = node.params["dim"] % len(node.shape)
+    if node.op == "cat" and dim == axis:
+        raise Unsplittable("cat along the batch axis")
+    for k in range(len(node.inputs)):
+        _read(node, k, axis, found)
+    return axis + (node.op == "stack" and dim <= axis)
+
+
+def _reduction(node: Node, found: BatchAxes) -> int | None:
+    axis = found.axes[node.inputs[0]]
+    if axis is None:
+        return None
+    dims = node.params.get("dim")
+    if dims is None or axis in dims:
+        raise Unsplittable(f"%{node.name} reduces over the batch")
+    return axis if node.params.get("keepdim") else axis - sum(d < axis for d in dims)
+
+
+def _softmax(node: Node, found: BatchAxes) -> int | None:
+    axis = found.axes[node.inputs[0]]
+    if axis is not None and node.params["dim"] % len(node.shape) == axis:
+        raise Unsplittable("softmax over the batch")
+    return axis
+
+
+def _rnn(node: Node, found: BatchAxes) -> int | None:
+    """rnn_step(xw, h, w_hh) and rnn_cell(x, h, w_ih, w_hh, b): the batch is their rows."""
+    known = {found.axes[i] for i in node.inputs[:2] if found.axes[i] is not None}
+    if known - {0}:
+        raise Unsplittable(f"%{node.name}: the batch is not its rows")
+    axis = 0 if known else None
+    for k in range(len(node.inputs)):
+        _read(node, k, axis if k < 2 else None, found)
+    return axis
+
+
+def _embedding(node: Node, found: BatchAxes) -> int | None:
+    _read(node, 0, None, found)
+    return found.axes[node.inputs[1]]
+
+
+def _loop(node: Node, found: BatchAxes) -> int | None:
+    body: Graph = node.params["body"]
+    k = node.params.get("sequences", 1)
+    given = []
+    for s in node.inputs[:k]:
+        axis = found.axes[s]
+        if axis == 0:
+            raise Unsplittable("loop: the batch is its steps")
+        given.append(None if axis is None else axis - 1)
+    invariants = [found.axes[i] for i in node.inputs[k + 1 :]]
+    h0 = node.inputs[k]
+    if found.axes[h0] is not None:
+        carries = [found.axes[h0]]
+    else:  # the same for every slice; or read row by row, as the body wants
+        carries = [None] + [d for d, n in enumerate(h0.shape) if n == found.size]
+    for carry in carries:
+        axes = dict(zip(body.inputs, [*given, carry, *invariants], strict=True))
+        inner = BatchAxes(found.size, axes)
+        try:
+            _propagate(body, inner)
+        except Unsplittable:
+            continue
+        if inner.axes[body.outputs[0]] == carry:
+            _read(node, k, carry, found)
+            found.axes.update(inner.axes)
+            found.reads.update(inner.reads)
+            return None if carry is None else carry + 1
+    raise Unsplittable(f"%{node.name}: no batch axis of its carry fits its body")
+
+
+ELEMENTWISE = (
+    "add sub mul div pow where eq ne lt le gt ge neg exp log sqrt tanh sigmoid relu abs clamp cast"
+)
+RULES = {name: _broadcasting for name in ELEMENTWISE.split()}
+RULES.update(
+    matmul=_matmul,
+    transpose=_transpose,
+    permute=_permute,
+    getitem=_getitem,
+    stack=_joining,
+    cat=_joining,
+    sum=_reduction,
+    mean=_reduction,
+    max=_reduction,
+    min=_reduction,
+    argmax=_reduction,
+    argmin=_reduction,
+    softmax=_softmax,
+    log_softmax=_softmax,
+    rnn_step=_rnn,
+    rnn_cell=_rnn,
+    embedding=_embedding,
+    loop=_loop,
+)
+
+
+# ---- the graph of one slice of the batch ------------------------------------------------------
+
+
+def batch_slice(graph: Graph, found: BatchAxes, start: int, stop: int) -> Graph:
+    """A graph computing rows [start, stop) of the batch of every output of `graph`, from those
+    rows of each argument that has a batch axis (and every other input whole)."""
+    out = Graph(f"{graph.name}_rows{start}_{stop}")
+    copy = _SliceCopy(found, start, stop)
+    env = {i: out.add_input(i.name, copy.type(i), param=i.is_param) for i in graph.inputs}
+    copy.nodes(graph, out, env)
+    out.set_outputs([copy.value(out, env, o) for o in graph.outputs])
+    return out
+
+
+class _SliceCopy:
+    def __init__(self, found: BatchAxes, start: int, stop: int):
+        self.found, self.start, self.stop = found, start, stop
+        self.sliced: dict[tuple[Node, int], Node] = {}  # (copied value, axis) -> its rows
+
+    def nodes(self, graph: Graph, out: Graph, env: dict) -> None:
+        """Copy `graph`'s nodes into `out`; constants are copied when first read."""
+        for node in graph.nodes:
+            if node.is_const:
+                continue
+            params = dict(node.params)
+            if node.op == "loop":
+                params["body"] = self.body(params["body"])
+            elif node.op == "getitem" and self.found.axes[node.inputs[0]] is not None:
+                params["index"] = _whole_batch(params["index"], self.found.axes[node.inputs[0]])
+            inputs = []
+            for k, x in enumerate(node.inputs):
+                axis = self.found.reads.get((node, k))
+                value = self.value(out, env, x, axis)
+                inputs.append(value)
+            env[node] = out.add_node(node.op, inputs, params, self.type(node), node.name)
+
+    def body(self, body: Graph) -> Graph:
+        inner = Graph(body.name)
+        env = {i: inner.add_input(i.name, self.type(i)) for i in body.inputs}
+        self.nodes(body, inner, env)
+        inner.set_outputs([self.value(inner, env, o) for o in body.outputs])
+        return inner
+
+    def value(self, out: Graph, env: dict, x: Node, axis: int | None = None) -> Node:
+        """`x` in `out`, whole or (`axis`) its rows: a constant's are sliced here."""
+        if x.is_const:
+            key = (x, axis)
+            if key not in self.sliced:
+                value = x.value
+                name = x.name
+                if axis is not None:
+                    value = value[(slice(None),) * axis + (slice(self.start, self.stop),)]
+                    name = f"{x.name}.rows{axis}"
+                self.sliced[key] = out.add_const(value, name)
+            return self.sliced[key]
+        return env[x] if axis is None else self.rows(out, env[x], axis)
+
+    def rows(self, out: Graph, x: Node, axis: int) -> Node:
+        """A getitem of the rows of `x` (a value in `out`) along `axis`, made once."""
+        key = (x, axis)
+        if key not in self.sliced:
+            index = (Slice(None, None, None),) * axis + (Slice(self.start, self.stop, None),)
+            name = f"{x.name}.rows{axis}"
+            self.sliced[key] = out.add_node("getitem", [x], {"index": index}, name=name)
+        return self.sliced[key]
+
+    def type(self, node: Node) -> TensorType:
+        axis = self.found.axes[node]
+        if axis is None:
+            return node.type
+        shape = list(node.shape)
+        shape[axis] = self.stop - self.start
+        return TensorType(tuple(shape), np.dtype(node.dtype))
+
+
+def _whole_batch(index: tuple, axis: int) -> tuple:
+    """`index` with its item at input dim `axis` (a whole slice) written as `:`."""
+    items, dim = list(index), 0
+    for k, item in enumerate(items):
+        if item is None:
+            continue
+        if dim == axis:
+            items[k] = Slice(None, None, None)
+        dim += 1
+    return tuple(items)

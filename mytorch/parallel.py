@@ -1,0 +1,255 @@
+"""Threads: `set_num_threads(n)`, and compiled calls split over the batch on n threads.
+
+A compiled forward whose rows never mix (`ir.batch_axis`) and that is large enough is built
+once more per slice of its batch, at its first call on n threads. Such a call runs slice 0 on
+the calling thread and the others on persistent worker threads: each copies its rows of the
+arguments (a view when they are the leading dim), calls its slice's native code through the
+binder (which releases the GIL) and copies its rows into the outputs. Whether a call takes the
+threads or the whole graph on the calling thread follows which has been faster lately
+(`_Choice`): on a machine busy with other work, a worker may wait milliseconds for a core.
+Small graphs, batches of one, training calls and calls the binder does not take run as before,
+on the calling thread.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+
+from .codegen.binder import BAD_INPUT
+from .errors import CompileError
+from .ir.batch_axis import BatchAxes, batch_axes, batch_slice
+from .ir.graph import Graph
+from .ir.verify import verify
+
+# A split costs ~30 us (waking a worker, joining outputs); below this work it does not pay.
+MIN_FLOPS = 8_000_000
+ADAPT = True  # run each call the way (threads or not) that has been faster lately
+
+_threads = 1
+_workers: list[_Worker] = []
+
+
+def set_num_threads(n: int) -> None:
+    """Run large compiled forward calls on `n` threads (1: the calling thread only)."""
+    global _threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
+    _threads = n
+
+
+def get_num_threads() -> int:
+    """The number of threads large compiled forward calls use."""
+    return _threads
+
+
+class _Worker:
+    """A daemon thread running one task at a time: `submit(fn, args)`, then `result()`."""
+
+    def __init__(self):
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="mytorch-worker", daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while True:
+            fn, args, box, done = self._tasks.get()
+            try:
+                box.append(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                box.append(e)
+            done.release()
+
+    def submit(self, fn, args) -> tuple[list, threading.Lock]:
+        box, done = [], threading.Lock()
+        done.acquire()
+        self._tasks.put((fn, args, box, done))
+        return box, done
+
+
+def _result(pending: tuple[list, threading.Lock]):
+    box, done = pending
+    done.acquire()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
+def _workers_for(n: int) -> list[_Worker]:
+    while len(_workers) < n:
+        _workers.append(_Worker())
+    return _workers[:n]
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads
+    os.register_at_fork(after_in_child=_workers.clear)
+
+
+def flops(graph: Graph, times: int = 1) -> int:
+    """Multiply-adds x 2 of the graph's products, a loop's body counted once per step."""
+    total = 0
+    for node in graph.nodes:
+        if node.op == "matmul":
+            total += 2 * math.prod(node.shape) * node.inputs[0].shape[-1]
+        elif node.op in ("rnn_step", "rnn_cell"):
+            w = node.inputs[2:4] if node.op == "rnn_cell" else node.inputs[2:3]
+            total += 2 * node.shape[0] * sum(math.prod(x.shape) for x in w)
+        elif node.op == "loop":
+            total += flops(node.params["body"], node.shape[0])
+    return total * times
+
+
+class BatchSplit:
+    """A compiled forward's call on the current number of threads (`wrap`)."""
+
+    def __init__(self, graph: Graph, build):
+        self.graph, self._build = graph, build  # build: graph -> runner
+        self.found: BatchAxes | None = None  # the analysis, at the first call on threads
+        self.in_types = [i.type for i in graph.inputs]
+        self.out_types = [o.type for o in graph.outputs]
+        self.in_axes: list = []  # each input's and output's batch axis, with the analysis
+        self.out_axes: list = []
+        self._plans: dict[int, list | None] = {}  # thread count -> its slices (None: cannot)
+        self._choices: dict[int, _Choice] = {}  # thread count -> threads or not, lately
+
+    @classmethod
+    def of(cls, graph: Graph, build) -> BatchSplit | None:
+        """The split of `graph`, when it is large enough for one to pay."""
+        return cls(graph, build) if flops(graph) >= MIN_FLOPS else None
+
+    def plan(self, n: int) -> list | None:
+        """The slices for `n` threads, built on first use: (index of its rows, bound call);
+        None when the graph does not split or a slice cannot be built."""
+        if n not in self._plans:
+            self._plans[n] = None
+            if self.found is None:
+                self.found = batch_axes(self.graph) or False
+            if self.found:
+                try:
+                    self._plans[n] = self._slices(n)
+                except CompileError:
+                    pass  # the whole graph, on the calling thread
+        return self._plans[n]
+
+    def _slices(self, n: int) -> list | None:
+        found = self.found
+        self.in_axes = [found.axes[i] for i in self.graph.inputs]
+        self.out_axes = [found.axes[o] for o in self.graph.outputs]
+        size = found.size
+        edges = [round(k * size / min(n, size)) for k in range(min(n, size) + 1)]
+        slices = []
+        for start, stop in zip(edges[:-1], edges[1:], strict=True):
+            runner = self._build(verify(batch_slice(self.graph, found, start, stop)))
+            bound = runner.fast_call(len(self.in_types))  # arrays in, arrays out
+            if bound is None:
+                return None
+            slices.append((slice(start, stop), bound))
+        return slices
+
+    def _run(self, rows: slice, bound, arrays: list, outs: list):
+        """One slice: copy its rows of the arguments in, call it, copy its outputs' rows out
+        (numpy's copies release the GIL too). An int code if the binder did not take it."""
+        ins = [
+            a if axis is None else np.ascontiguousarray(a[(slice(None),) * axis + (rows,)])
+            for a, axis in zip(arrays, self.in_axes, strict=True)
+        ]
+        result = bound(*ins)
+        if type(result) is int:
+            return result
+        for k, (r, axis) in enumerate(zip(result, self.out_axes, strict=True)):
+            if axis is None:
+                if rows.start == 0:
+                    outs[k] = r
+            else:
+                outs[k][(slice(None),) * axis + (rows,)] = r
+        return 0
+
+    def wrap(self, native, n_args: int, params: list, finish):
+        """A call taking what `native` (the whole graph's bound call: `n_args` Tensors) takes:
+        on one thread `native` itself; on more, the slices on as many threads (or `native`,
+        while that has been faster lately: `_Choice`), the outputs made into what `native`
+        returns by `finish(arrays)`."""
+        plans, choices, split = self._plans, self._choices, self._split
+
+        def call(*args):
+            n = _threads
+            if n == 1 or len(args) != n_args:
+                return native(*args)
+            slices = plans.get(n, False)
+            if slices is False:
+                slices = self.plan(n)
+                choices[n] = _Choice()
+            if slices is None:
+                return native(*args)
+            choice = choices[n]
+            threads = choice.pick() if ADAPT else True
+            start = time.perf_counter()
+            result = split(slices, args, params, finish) if threads else native(*args)
+            if type(result) is not int:
+                choice.record(threads, time.perf_counter() - start)
+            return result
+
+        return call
+
+    def _split(self, slices: list, args, params: list, finish):
+        """One call on len(slices) threads, or an int code for the general path."""
+        arrays = [getattr(a, "data", None) for a in args] + [p.data for p in params]
+        for a, t in zip(arrays, self.in_types, strict=True):
+            if type(a) is not np.ndarray or a.shape != t.shape or a.dtype != t.dtype:
+                return BAD_INPUT  # the general path takes (or turns down) whatever this is
+        outs = [
+            None if axis is None else np.empty(t.shape, t.dtype)
+            for t, axis in zip(self.out_types, self.out_axes, strict=True)
+        ]
+        run = self._run
+        workers = _workers_for(len(slices) - 1)
+        pending = [
+            w.submit(run, (rows, bound, arrays, outs))
+            for w, (rows, bound) in zip(workers, slices[1:], strict=True)
+        ]
+        codes = [run(*slices[0], arrays, outs)] + [_result(p) for p in pending]
+        for code in codes:
+            if code:
+                return code
+        return finish(outs)
+
+
+class _Choice:
+    """Whether the threads or one thread ran a call faster lately, on this machine under its
+    current load: the median of each way's last few times. The way not chosen is tried again
+    every `period` calls, less often while the choice holds."""
+
+    KEEP, FIRST, LONGEST = 5, 4, 64
+
+    def __init__(self):
+        self.times: tuple[list, list] = ([], [])  # seconds: one thread, threads
+        self.threads = True
+        self.period = self.countdown = self.FIRST
+
+    def _ready(self) -> bool:
+        return all(len(t) == self.KEEP for t in self.times)
+
+    def pick(self) -> bool:
+        """Whether this call runs on the threads."""
+        if not self._ready():  # each way in turn
+            return len(self.times[True]) <= len(self.times[False])
+        self.countdown -= 1
+        return self.threads if self.countdown > 0 else not self.threads
+
+    def record(self, threads: bool, seconds: float) -> None:
+        kept = self.times[threads]
+        kept.append(seconds)
+        del kept[: -self.KEEP]
+        if not self._ready():
+            return
+        one, many = (sorted(t)[self.KEEP // 2] for t in self.times)
+        best = many < one
+        if threads != self.threads:  # the other way, tried
+            self.period = self.FIRST if best != self.threads else min(2 * self.period, self.LONGEST)
+            self.countdown = self.period
+        self.threads = best
