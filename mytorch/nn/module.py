@@ -71,15 +71,18 @@ class Module:
             )
         return params, modules
 
+    # The registries are the source of truth; each entry is also kept in the instance's
+    # __dict__, so that `self.weight` is a plain attribute read. Through `__getattr__` alone,
+    # every such read first fails inside CPython, which makes and drops an AttributeError:
+    # ~1.3 us, against ~0.1 us (8 reads per step of the tutorial's RNN, traced or eager).
+
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, Parameter):
             params, modules = self._registries(name, value)
-            self.__dict__.pop(name, None)
             modules.pop(name, None)
             params[name] = value
         elif isinstance(value, Module):
             params, modules = self._registries(name, value)
-            self.__dict__.pop(name, None)
             params.pop(name, None)
             modules[name] = value
         elif name in self.__dict__.get("_parameters", {}):
@@ -96,11 +99,10 @@ class Module:
                     "(nn.Module or None expected)"
                 )
             self._modules[name] = None
-        else:
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        # Only called when normal lookup fails: look in the registries.
+        # Only called when normal lookup fails: an entry put in a registry directly.
         for registry in ("_parameters", "_modules"):
             entries = self.__dict__.get(registry)
             if entries is not None and name in entries:
@@ -112,6 +114,7 @@ class Module:
             entries = self.__dict__.get(registry)
             if entries is not None and name in entries:
                 del entries[name]
+                self.__dict__.pop(name, None)
                 return
         object.__delattr__(self, name)
 
@@ -124,6 +127,7 @@ class Module:
             )
         params, _ = self._registries(name, param)
         params[name] = param
+        object.__setattr__(self, name, param)
 
     def add_module(self, name: str, module: Module | None) -> None:
         """Register `module` (or None) as a child under `name`."""
@@ -131,6 +135,7 @@ class Module:
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         _, modules = self._registries(name, module)
         modules[name] = module
+        object.__setattr__(self, name, module)
 
     # ---- traversal -----------------------------------------------------------------------
 

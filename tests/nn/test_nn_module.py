@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -306,3 +308,28 @@ def test_parameter_is_a_trainable_tensor():
     assert nn.Parameter(Tensor([1, 2])).dtype == np.float32
     assert not nn.Parameter(np.zeros(2), requires_grad=False).trainable
     assert repr(param).startswith("Parameter containing:\nTensor(data=")
+
+
+def test_parameter_and_module_attributes_follow_every_change_of_the_registries():
+    # Each registry entry is also a plain attribute (a fast read): both must agree after every
+    # way of changing them.
+    seq = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    lin = seq[0]
+    old = lin.weight
+    lin.weight = nn.Parameter(np.ones((4, 3), np.float32))
+    assert lin.weight is lin._parameters["weight"] is not old
+    lin.bias = None
+    assert lin.bias is None and lin._parameters["bias"] is None
+    del lin.weight
+    assert "weight" not in lin._parameters and not hasattr(lin, "weight")
+    lin.register_parameter("weight", nn.Parameter(np.zeros((4, 3), np.float32)))
+    assert lin.weight is lin._parameters["weight"]
+    seq.add_module("head", nn.Linear(4, 2))
+    assert seq.head is seq._modules["head"]
+    seq.head = nn.Parameter(np.zeros(2, np.float32))  # a module's name taken by a parameter
+    assert "head" not in seq._modules and seq.head is seq._parameters["head"]
+    copied = copy.deepcopy(seq)
+    assert copied[0].weight is copied[0]._parameters["weight"] is not lin.weight
+    with pytest.raises(TypeError, match="'weight'"):
+        lin.weight = 3
+    assert lin.weight is lin._parameters["weight"]
