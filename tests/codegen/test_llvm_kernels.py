@@ -15,7 +15,7 @@ import mytorch
 from mytorch import Tensor, nn
 from mytorch.codegen import gemm, runtime
 from mytorch.codegen import llvm as backend
-from tests.ir.programs import RNN
+from tests.ir.programs import RNN, stacked_sequence
 from tests.odd_arrays import read_only, unaligned
 
 F32 = np.float32
@@ -31,21 +31,6 @@ RNN_SIZES = [
 ]
 
 
-def rnn_sequence(rnn: RNN, batch: int, h0_input: bool):
-    """The tutorial cell over every step from h = 0 (a constant) or from an input h0; returns every
-    step's output stacked and the final h."""
-
-    def run(xs, h0=None):
-        h = h0 if h0_input else mytorch.zeros(batch, rnn.hidden_size)
-        outs = []
-        for t in range(xs.shape[0]):
-            out, h = rnn(xs[t], h)
-            outs.append(out)
-        return mytorch.stack(outs), h
-
-    return run
-
-
 def rnn_case(sizes, h0_input=False, seed=0):
     i, h, o, b, t = sizes
     mytorch.manual_seed(seed)
@@ -54,7 +39,7 @@ def rnn_case(sizes, h0_input=False, seed=0):
     inputs = [Tensor(rng.standard_normal((t, b, i)).astype(F32), trainable=False)]
     if h0_input:
         inputs.append(Tensor(rng.standard_normal((b, h)).astype(F32), trainable=False))
-    return rnn, rnn_sequence(rnn, b, h0_input), inputs
+    return rnn, stacked_sequence(rnn, b, h0_input), inputs
 
 
 def check_against_references(fn, inputs, assert_outputs_same, what=""):
@@ -323,8 +308,6 @@ def test_products_of_a_plain_b_in_panels_match_references(
     assert any(chosen), "no product took the panel path"
 
 
-# (rows of A, k, n of B, dtype): with A read down its columns, B copied into panels a block at a
-# time (gemm._packs)
 @pytest.mark.parametrize("total", [1, 2, 5, 6, 7, 8, 13, 20, 32, 40, 128, 130, 4096])
 def test_row_tiles_cover_the_rows_without_a_small_last_tile(total):
     """The axpy kernel's row tiles (`gemm._row_tiles`): every row once, in order; where a
@@ -349,6 +332,8 @@ def test_row_blocks_merge_a_small_remainder():
     assert gemm._row_blocks(252, 126) == [(None, 126, 2)]
 
 
+# (rows of A, k, n of B, dtype): with A read down its columns, B copied into panels a block at a
+# time (gemm._packs)
 PACKED_SHAPES = [
     (64, 1, 17, np.float32),  # k = 1; n under one vector
     (65, 129, 100, np.float32),  # k one past a block; rows one past whole tiles

@@ -81,6 +81,22 @@ def unrolled(rnn: RNN, steps: int):
     return run_sequence
 
 
+def stacked_sequence(rnn: RNN, batch: int, h0_input: bool = False):
+    """`rnn` over every step of xs (T, B, I) from h = 0 (zeros made inside, a constant of the
+    graph, as bench.common.make_seq) or from an input h0: every step's output stacked, and the
+    final h."""
+
+    def run(xs, h0=None):
+        h = h0 if h0_input else mytorch.zeros(batch, rnn.hidden_size)
+        outs = []
+        for t in range(xs.shape[0]):
+            out, h = rnn(xs[t], h)
+            outs.append(out)
+        return mytorch.stack(outs), h
+
+    return run
+
+
 def sequence_inputs(steps: int, seed: int = 1) -> tuple[Tensor, Tensor]:
     """xs (steps, 1, I) and a zero hidden state (1, H) for the tutorial RNN."""
     rng = np.random.default_rng(seed)

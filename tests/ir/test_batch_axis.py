@@ -11,7 +11,7 @@ from mytorch import Tensor, nn
 from mytorch.ir.batch_axis import batch_axes, batch_slice
 from mytorch.ir.interpreter import run
 from mytorch.ir.verify import verify
-from tests.ir.programs import RNN, TUTORIAL_SIZES, unrolled
+from tests.ir.programs import RNN, TUTORIAL_SIZES, stacked_sequence, unrolled
 
 T, B, I, H = 5, 7, 6, 4
 
@@ -25,17 +25,7 @@ def tutorial_seq(batch: int):
     """The tutorial cell over every step from a zeros (batch, H) state made inside the function
     (a constant of the graph), as bench.common.make_seq."""
     mytorch.manual_seed(0)
-    rnn = RNN(I, H, 3)
-
-    def seq(xs):
-        h = mytorch.zeros(batch, H)
-        outs = []
-        for t in range(xs.shape[0]):
-            out, h = rnn(xs[t], h)
-            outs.append(out)
-        return mytorch.stack(outs), h
-
-    return seq
+    return stacked_sequence(RNN(I, H, 3), batch)
 
 
 def optimized(fn, *inputs):
