@@ -17,6 +17,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..codegen import binder
+from ..codegen.kernel import KernelBuilder
 from ..codegen.runtime import NativeFunction
 from ..ops.registry import TensorType
 
@@ -81,7 +82,8 @@ def _emit(dtype: np.dtype, with_buffer: bool) -> str:
     module.triple = ""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name=NAME)
     (args,) = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    k = KernelBuilder(module, fn)
+    b = k.builder
 
     def const(value: int) -> ir.Constant:
         return ir.Constant(I64, value)
@@ -92,41 +94,25 @@ def _emit(dtype: np.dtype, with_buffer: bool) -> str:
     def store(value: ir.Value, base: ir.Value, index: ir.Value) -> None:
         b.store(value, b.gep(base, [index], source_etype=value.type))
 
-    counters = [b.alloca(I64, name=name) for name in ("k", "i")]  # in the entry block
-
-    def loop(stop: ir.Value, name: str):
-        """`for i in range(stop)`: (i, close); close() ends the body."""
-        counter = counters.pop(0)
-        b.store(const(0), counter)
-        head, body, done = (fn.append_basic_block(f"{name}.{s}") for s in ("head", "body", "done"))
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.load(counter)
-        b.cbranch(b.icmp_signed("<", i, stop), body, done)
-        b.position_at_end(body)
-
-        def close():
-            b.store(b.add(b.load(counter), const(1)), counter)
-            b.branch(head)
-            b.position_at_end(done)
-
-        return i, close
-
     coefficients, sizes = load(args, const(0), PTR), load(args, const(1), PTR)
     neg_lr, momentum = load(coefficients, const(0), real), load(coefficients, const(1), real)
     per = 3 if with_buffer else 2
-    k, close_params = loop(load(sizes, const(0), I64), "param")
-    first = b.add(const(2), b.mul(k, const(per)))
-    data, grad = load(args, first, PTR), load(args, b.add(first, const(1)), PTR)
-    buffer = load(args, b.add(first, const(2)), PTR) if with_buffer else None
-    i, close_elements = loop(load(sizes, b.add(k, const(1)), I64), "element")
-    step = load(grad, i, real)
-    if with_buffer:  # buf = buf * momentum + grad, as `buf *= momentum; buf += grad`
-        step = b.fadd(b.fmul(load(buffer, i, real), momentum), step)
-        store(step, buffer, i)
-    # data + (-lr * step): `data -= lr * step` to the bit
-    store(b.fadd(load(data, i, real), b.fmul(step, neg_lr)), data, i)
-    close_elements()
-    close_params()
+
+    def parameter(p: ir.Value) -> None:
+        first = b.add(const(2), b.mul(p, const(per)))
+        data, grad = load(args, first, PTR), load(args, b.add(first, const(1)), PTR)
+        buffer = load(args, b.add(first, const(2)), PTR) if with_buffer else None
+
+        def element(i: ir.Value) -> None:
+            step = load(grad, i, real)
+            if with_buffer:  # buf = buf * momentum + grad, as `buf *= momentum; buf += grad`
+                step = b.fadd(b.fmul(load(buffer, i, real), momentum), step)
+                store(step, buffer, i)
+            # data + (-lr * step): `data -= lr * step` to the bit
+            store(b.fadd(load(data, i, real), b.fmul(step, neg_lr)), data, i)
+
+        k.loop(load(sizes, b.add(p, const(1)), I64), element, "element")
+
+    k.loop(load(sizes, const(0), I64), parameter, "param")
     b.ret_void()
     return str(module)
