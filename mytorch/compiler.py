@@ -300,7 +300,7 @@ class CompiledFunction:
         )
         if split is None:
             return entry.bound
-        single = not entry.trace.out_static and entry.trace.out_spec.kind == "leaf"
+        single = entry.trace.returns_single_tensor
 
         def finish(arrays):  # as the bound call returns them
             tensors = tuple(wrap(a, "compiled") for a in arrays)
@@ -366,10 +366,8 @@ class _TrainingCall:
             None if any(self.trainable[:n_args]) else tuple([p for p in self.params if p.trainable])
         )
         trace = entry.trace
-        if not trace.out_static and trace.out_spec.kind == "leaf":
-            self.assemble = _first  # one tensor returned: no tree to rebuild
-        else:
-            self.assemble = trace.assemble
+        # one tensor returned: no tree to rebuild
+        self.assemble = _first if trace.returns_single_tensor else trace.assemble
 
     def call(self, args):
         """The function's result, or None when the general path must take the call."""
@@ -399,7 +397,7 @@ def _bind(runner, n_args: int, trace: TraceResult, *, grad_enabled: bool):
     outputs are made into Tensors natively, as `wrap` makes them."""
     from .nn import Parameter
 
-    single = not trace.out_static and trace.out_spec.kind == "leaf"
+    single = trace.returns_single_tensor
     bound = runner.fast_call(
         n_args,
         holders=(Tensor, Parameter),

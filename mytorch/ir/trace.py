@@ -126,6 +126,11 @@ class TraceResult:
             and all(c.kind == "leaf" for c in spec.children)
         )
 
+    @functools.cached_property
+    def returns_single_tensor(self) -> bool:
+        """Whether the function returns one tensor (a loss, say), not a structure."""
+        return not self.out_static and self.out_spec.kind == "leaf"
+
     def assemble(self, tensors: list):
         """The function's return value, rebuilt around freshly computed output tensors."""
         if self.returns_flat_tuple:
