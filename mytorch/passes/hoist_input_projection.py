@@ -23,6 +23,7 @@ from .rewrite import (
     replace,
     rnn_step_body,
     stacked_source,
+    transposed,
 )
 
 PATTERN = "hoist_input_projection: chain of rnn_cells"
@@ -65,7 +66,7 @@ def _hoist(graph: Graph, chain: list[Node]) -> None:
     w_ih, w_hh, bias, nonlinearity = _weights(chain[0])
     xs = [c.inputs[0] for c in chain]
     stacked = stacked_source(xs) or graph.add_node("stack", xs, {"dim": 0})
-    w_t = graph.add_node("transpose", [w_ih], {"d0": 0, "d1": 1})
+    w_t = transposed(graph, w_ih)
     projected = graph.add_node("add", [graph.add_node("matmul", [stacked, w_t]), bias])
     h = chain[0].inputs[1]
     for t, cell in enumerate(chain):
@@ -94,7 +95,7 @@ def _hoist_loop(graph: Graph, loop: Node) -> bool:
         prune(graph, [v for v in outer if v is not None])
         return remark(LOOP_PATTERN, loop, False, "the weights depend on the step")
     w_ih, w_hh, bias = outer
-    w_t = graph.add_node("transpose", [w_ih], {"d0": 0, "d1": 1})
+    w_t = transposed(graph, w_ih)
     projected = graph.add_node("add", [graph.add_node("matmul", [loop.inputs[0], w_t]), bias])
     h0 = loop.inputs[1]
     body = rnn_step_body(projected, h0, w_hh, nonlinearity)

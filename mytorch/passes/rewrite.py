@@ -57,6 +57,15 @@ def is_zeros(node: Node) -> bool:
     return const_equals(node, 0)
 
 
+def transposed(graph: Graph, x: Node, before: Node | None = None) -> Node:
+    """x with dims 0 and 1 swapped: a new transpose, or x's source when x is that transpose of it
+    (a weight taken back out of `W.T` is W itself, not `W.T.T`: dumps stay readable)."""
+    swap = {"d0": 0, "d1": 1}
+    if x.op == "transpose" and x.params == swap:
+        return x.inputs[0]
+    return graph.add_node("transpose", [x], swap, before=before)
+
+
 def inline_body(graph: Graph, body: Graph, args, before: Node) -> Node:
     """`body` (one output) applied once to `args`, as nodes of `graph` placed before `before`."""
     value = dict(zip(body.inputs, args, strict=True))
@@ -164,6 +173,8 @@ def hoist_out(graph: Graph, loop: Node, value: Node, before: Node) -> Node | Non
             return None
         if node.is_const:
             made[node] = graph.add_const(node.value, before=before)
+        elif ready and node.op == "transpose" and node.params == {"d0": 0, "d1": 1}:
+            made[node] = transposed(graph, made[node.inputs[0]], before=before)
         elif ready:
             made[node] = graph.add_node(
                 node.op, [made[i] for i in node.inputs], node.params, before=before

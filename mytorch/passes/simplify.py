@@ -27,7 +27,15 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..ops.shape import Slice
 from .base import PassResult, register_pass
-from .rewrite import const_equals, is_zeros, replace, stacked_source, step_range, subgraphs
+from .rewrite import (
+    const_equals,
+    is_zeros,
+    replace,
+    stacked_source,
+    step_range,
+    subgraphs,
+    transposed,
+)
 
 _IDENTITY_OPERAND = {  # op -> (identity constant, operand positions where it may stand)
     "add": (0, (0, 1)),
@@ -129,7 +137,7 @@ def _with_zeros(graph: Graph, node: Node) -> Node | None:
     x = ins[0]
     if op == "rnn_cell":  # act(x @ w_ih.T + b)
         _, _, w_ih, _, bias = ins
-        w_t = graph.add_node("transpose", [w_ih], {"d0": 0, "d1": 1})
+        w_t = transposed(graph, w_ih)
         x = graph.add_node("add", [graph.add_node("matmul", [x, w_t]), bias])
     if x.type != node.type:
         return None

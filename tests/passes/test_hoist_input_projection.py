@@ -172,3 +172,34 @@ def test_a_loop_whose_cell_reads_more_than_the_step_input_is_kept():
     assert remarks_of("hoist_input_projection", text) == [
         ("%loop0", False, "the cell does not read the step's x and h")
     ]
+
+
+def test_weights_taken_back_out_of_a_traced_transpose_are_the_weights_themselves():
+    # nn.RNN traces `x @ W_ih.T`; `fuse_rnn_cell` takes W_ih back out of the body's W_ih.T, and
+    # hoisting it must give the parameter, not transpose(transpose(W_ih)), in the dump.
+    check_pass(
+        "hoist_input_projection",
+        """
+        graph(%xs: f32[3,2,3], %h: f32[2,4], %w_ih: f32[4,3] param, %w_hh: f32[4,4] param, %b: f32[4] param) {
+          %transpose0 = transpose(%w_ih) {d0=0, d1=1} : f32[3,4]
+          %loop0 = loop(%xs, %h, %transpose0, %w_hh, %b) : f32[3,2,4] graph(%x: f32[2,3], %h: f32[2,4], %w_t: f32[3,4], %w_hh: f32[4,4], %b: f32[4]) {
+            %transpose1 = transpose(%w_t) {d0=0, d1=1} : f32[4,3]
+            %rnn_cell0 = rnn_cell(%x, %h, %transpose1, %w_hh, %b) {nonlinearity='tanh'} : f32[2,4]
+            return (%rnn_cell0)
+          }
+          return (%loop0)
+        }
+        """,  # noqa: E501
+        """
+        graph(%xs: f32[3,2,3], %h: f32[2,4], %w_ih: f32[4,3] param, %w_hh: f32[4,4] param, %b: f32[4] param) {
+          %transpose1 = transpose(%w_ih) {d0=0, d1=1} : f32[3,4]
+          %matmul0 = matmul(%xs, %transpose1) : f32[3,2,4]
+          %add0 = add(%matmul0, %b) : f32[3,2,4]
+          %loop1 = loop(%add0, %h, %w_hh) : f32[3,2,4] graph(%x: f32[2,4], %h: f32[2,4], %w_hh: f32[4,4]) {
+            %rnn_step0 = rnn_step(%x, %h, %w_hh) {nonlinearity='tanh'} : f32[2,4]
+            return (%rnn_step0)
+          }
+          return (%loop1)
+        }
+        """,  # noqa: E501
+    )
