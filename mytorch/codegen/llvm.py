@@ -550,7 +550,7 @@ class GraphLowering:
         out = dest or self.scratch(node.shape, node.dtype)
         b = self.k.builder
         memset = self.module.declare_intrinsic("llvm.memset", [PTR, I64])
-        at = b.gep(out.ptr, [out.offset], inbounds=True, source_etype=I8)
+        at = self.k.address(out, [0] * len(out.shape))  # its first element (offset in elements)
         size = ir.Constant(I64, out.size * out.dtype.itemsize)
         b.call(memset, [at, ir.Constant(I8, 0), size, ir.Constant(ir.IntType(1), 0)])
         part = VIEWS["getitem"](self, node, out)
