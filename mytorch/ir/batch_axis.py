@@ -131,7 +131,7 @@ def _propagate(graph: Graph, found: BatchAxes) -> None:
             axes[node] = rule(node, found)
             if axes[node] is None:
                 layout.pop(node, None)
-            elif merged and node.op != "reshape":
+            elif merged and node.op not in ("reshape", "getitem"):
                 layout[node] = layout[merged[0]]
 
 
@@ -243,12 +243,31 @@ def _getitem(node: Node, found: BatchAxes) -> int | None:
         if not isinstance(item, (int, Slice)):
             raise Unsplittable("getitem: an advanced index")
         if dim == axis:
-            if not _whole(item, x.shape[dim]):
+            layout = found.layout.get(x)
+            if layout is not None:
+                found.layout[node] = _merged_part(item, x.shape[dim], layout, found.size)
+                if found.layout[node] == (1, 1):
+                    del found.layout[node]
+            elif not _whole(item, x.shape[dim]):
                 raise Unsplittable("getitem: a part of the batch")
             return out
         out += isinstance(item, Slice)
         dim += 1
+    if x in found.layout:
+        found.layout[node] = found.layout[x]
     return out + axis - dim
+
+
+def _merged_part(item, n: int, layout: tuple[int, int], size: int) -> tuple[int, int]:
+    """The layout of whole blocks of every batch row (steps of T*B rows) taken from a merged
+    dim of `n`; anything else mixes the rows."""
+    if not isinstance(item, Slice):
+        raise Unsplittable("getitem: an index into merged batch rows")
+    start, stop, step = slice(item.start, item.stop, item.step).indices(n)
+    block = size * layout[1]
+    if step != 1 or start % block or stop % block or stop <= start:
+        raise Unsplittable("getitem: a part of merged batch rows")
+    return (stop - start) // block, layout[1]
 
 
 def _whole(item, n: int) -> bool:
@@ -429,8 +448,8 @@ RULES.update(
     one_hot=_one_hot,
 )
 # Ops that follow a batch axis merged with other dims (`BatchAxes.layout`), and linear ops.
-FOLLOW_LAYOUT = {*ELEMENTWISE.split(), "reshape", "transpose", "permute", "matmul", "sum"}
-FOLLOW_LAYOUT |= {"mean", "sum_to", "broadcast_to"}
+FOLLOW_LAYOUT = {*ELEMENTWISE.split(), "reshape", "getitem", "transpose", "permute", "matmul"}
+FOLLOW_LAYOUT |= {"sum", "mean", "sum_to", "broadcast_to"}
 LINEAR = {"neg", "transpose", "permute", "reshape", "getitem", "sum", "mean", "broadcast_to"}
 LINEAR |= {"sum_to"}
 
@@ -463,7 +482,7 @@ class _SliceCopy:
             if node.op == "loop":
                 params["body"] = self.body(params["body"])
             elif node.op == "getitem" and self.found.axes[node.inputs[0]] is not None:
-                params["index"] = _whole_batch(params["index"], self.found.axes[node.inputs[0]])
+                params["index"] = self.index(node)
             elif "shape" in params and self.found.axes[node] is not None:
                 params["shape"] = self.type(node).shape  # reshape, broadcast_to, sum_to
             inputs = []
@@ -475,8 +494,8 @@ class _SliceCopy:
             if node.op == "mean" and self.found.axes[node.inputs[0]] is not None:
                 if node in self.found.partial:  # its rows' share of the whole batch's mean
                     share = np.asarray((self.stop - self.start) / self.found.size, node.dtype)
-                    scale = out.add_const(share)
-                    env[node] = out.add_node("mul", [env[node], scale])
+                    scale = out.add_const(share, f"{node.name}.share")
+                    env[node] = out.add_node("mul", [env[node], scale], name=f"{node.name}.part")
 
     def body(self, body: Graph) -> Graph:
         inner = Graph(body.name)
@@ -508,6 +527,24 @@ class _SliceCopy:
             self.sliced[key] = out.add_node("getitem", [x], {"index": index}, name=name)
         return self.sliced[key]
 
+    def index(self, node: Node) -> tuple:
+        """A getitem's index with its item at the batch axis made the slice's: `:`, or the
+        same blocks of merged rows (`_merged_part`), each the slice's rows long."""
+        x = node.inputs[0]
+        axis, items, dim = self.found.axes[x], list(node.params["index"]), 0
+        for k, item in enumerate(items):
+            if item is None:
+                continue
+            if dim == axis:
+                items[k] = Slice(None, None, None)
+                if x in self.found.layout:
+                    start, stop, _ = slice(item.start, item.stop, item.step).indices(x.shape[dim])
+                    block = self.found.size * self.found.layout[x][1]
+                    rows = (self.stop - self.start) * self.found.layout[x][1]
+                    items[k] = Slice(start // block * rows, stop // block * rows, None)
+            dim += 1
+        return tuple(items)
+
     def type(self, node: Node) -> TensorType:
         axis = self.found.axes[node]
         if axis is None:
@@ -516,15 +553,3 @@ class _SliceCopy:
         outer, inner = self.found.layout.get(node, (1, 1))
         shape[axis] = outer * (self.stop - self.start) * inner
         return TensorType(tuple(shape), np.dtype(node.dtype))
-
-
-def _whole_batch(index: tuple, axis: int) -> tuple:
-    """`index` with its item at input dim `axis` (a whole slice) written as `:`."""
-    items, dim = list(index), 0
-    for k, item in enumerate(items):
-        if item is None:
-            continue
-        if dim == axis:
-            items[k] = Slice(None, None, None)
-        dim += 1
-    return tuple(items)

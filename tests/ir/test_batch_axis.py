@@ -100,6 +100,11 @@ PARTIAL = {  # name: (fn, inputs, the first argument's batch axis): one partial 
         (data(T, B, I),),
         1,
     ),
+    "blocks_of_merged_rows": lambda: (
+        lambda x: x.reshape(T * B, I)[B:].transpose(0, 1) @ x[1:].reshape((T - 1) * B, I),
+        (data(T, B, I),),
+        1,
+    ),
 }
 
 
