@@ -105,8 +105,12 @@ class CompiledBackward:
         """Run the forward; its float outputs' `.backward()` reaches the trainable `sources`
         (`trainable`: those of them that are, if the caller knows)."""
         n = parallel._threads
-        way = (self._split(n) if n > 1 else None) or self._whole or self._whole_build()
-        results, saved = way.forward(arrays)
+        split = self._split(n) if n > 1 else None
+        if split is None:
+            way = self._whole or self._whole_build()
+            results, saved = way.forward(arrays)
+        else:
+            way, results, saved = self._forward_split(split, arrays)
         if trainable is None:
             trainable = tuple([t for t in sources if t.trainable])
         if self._single:
@@ -118,6 +122,22 @@ class CompiledBackward:
         outputs = [wrap(o, "compiled") for o in results[: self.num_outputs]]
         self._attach(trainable, sources, way, saved, outputs)
         return outputs
+
+    def _forward_split(self, split: _Split, arrays: list) -> tuple:
+        """The forward on the slices' threads, or on the calling thread while that has been
+        faster lately (`parallel._Choice`): the slices one after the other until one thread
+        has won, then the whole batch's build (built then: a loaded machine's fallback)."""
+        choice = split.choice
+        threads = choice.pick() if parallel.ADAPT else True
+        if not threads and self._whole is None and choice.settled_on_one():
+            self._whole_build()
+        start = time.perf_counter()
+        if threads or self._whole is None:
+            way, (results, saved) = split, split.forward(arrays, threads)
+        else:
+            way, (results, saved) = self._whole, self._whole.forward(arrays)
+        choice.record(threads, time.perf_counter() - start)
+        return way, results, saved
 
     def _attach(self, trainable: tuple, sources, way, saved, outputs: list) -> None:
         cotangents: list = [None] * len(outputs)
@@ -217,16 +237,10 @@ class _Split:
         self.artifacts = getattr(forwards[0][1], "artifacts", None)
         self._forwards = [_tuple_call(r, len(forward.inputs)) for _, r in forwards]
         self._backwards = [_tuple_call(r, len(backward.inputs)) for _, r in backwards]
-        self._choices = (parallel._Choice(), parallel._Choice())  # forward, backward
+        self.choice = parallel._Choice()  # the forward's: threads, or one thread
+        self._backward_choice = parallel._Choice()  # after a forward on the slices
 
-    def _run(self, fn, choice: parallel._Choice) -> list:
-        threads = choice.pick() if parallel.ADAPT else True
-        start = time.perf_counter()
-        parts = parallel.run_slices(fn, len(self.rows), threads)
-        choice.record(threads, time.perf_counter() - start)
-        return parts
-
-    def forward(self, arrays: list) -> tuple:
+    def forward(self, arrays: list, threads: bool) -> tuple:
         """The forward's outputs for the whole batch, and what each slice's backward reads."""
         rows, in_axes, calls = self.rows, self.in_axes, self._forwards
 
@@ -234,7 +248,7 @@ class _Split:
             ins = [parallel.rows_of(a, ax, rows[k]) for a, ax in zip(arrays, in_axes, strict=True)]
             return ins, calls[k](ins)
 
-        parts = self._run(one, self._choices[0])
+        parts = parallel.run_slices(one, len(rows), threads)
         pick = self.owner._pick
         saved = [list(pick([*ins, *outs])) for ins, outs in parts]
         outputs = parallel.combine([outs for _, outs in parts], self.kinds, self.types)
@@ -249,7 +263,11 @@ class _Split:
                 feeds[slot] = parallel.rows_of(cotangents[j], axis, rows[k])
             return calls[k](feeds)
 
-        parts = self._run(one, self._choices[1])
+        choice = self._backward_choice
+        threads = choice.pick() if parallel.ADAPT else True
+        start = time.perf_counter()
+        parts = parallel.run_slices(one, len(rows), threads)
+        choice.record(threads, time.perf_counter() - start)
         return parallel.combine(parts, self.grad_kinds, self.grad_types)
 
 

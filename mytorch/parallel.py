@@ -309,6 +309,10 @@ class _Choice:
     def _ready(self) -> bool:
         return all(len(t) == self.KEEP for t in self.times)
 
+    def settled_on_one(self) -> bool:
+        """Whether one thread has been the faster way, both having been timed."""
+        return self._ready() and not self.threads
+
     def pick(self) -> bool:
         """Whether this call runs on the threads."""
         if not self._ready():  # each way in turn

@@ -173,3 +173,32 @@ def test_switching_thread_counts_between_calls(threads):
     fn(x, labels)[0].backward()  # whole batch
     for g, p in zip(grads, model.parameters(), strict=True):
         np.testing.assert_allclose(g, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_adaptive_calls_match(monkeypatch, threads):
+    monkeypatch.setattr(parallel, "ADAPT", True)  # threads, slices in turn, maybe the whole
+    split, fn = train("tutorial", 8, 2, steps=12)
+    assert split_of(fn) is not None
+    same(split, train("tutorial", 8, 1, steps=12)[0])
+
+
+def test_one_thread_once_faster_runs_the_whole_batch(monkeypatch, threads):
+    monkeypatch.setattr(parallel, "ADAPT", True)
+    mytorch.manual_seed(0)
+    model, loss_fn, shape = tutorial(8)
+    fn = mytorch.compile(loss_fn)
+    x, labels = inputs(shape, 8)
+    mytorch.set_num_threads(2)
+    fn(x, labels)[0].backward()
+    training = fn._last_training
+    assert training._whole is None  # only the slices built so far
+    choice = split_of(fn).choice
+    choice.times, choice.threads = ([1.0] * choice.KEEP, [2.0] * choice.KEEP), False
+    model.zero_grad()
+    fn(x, labels)[0].backward()
+    assert training._whole is not None
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    loss_fn(x, labels)[0].backward()
+    for g, p in zip(grads, model.parameters(), strict=True):
+        np.testing.assert_allclose(g, p.grad, rtol=1e-4, atol=1e-5)
