@@ -1,14 +1,17 @@
 """Threads: `set_num_threads(n)`, and compiled calls split over the batch on n threads.
 
-A compiled forward whose rows never mix (`ir.batch_axis`) and that is large enough is built
-once more per slice of its batch, at its first call on n threads. Such a call runs slice 0 on
-the calling thread and the others on persistent worker threads: each copies its rows of the
-arguments (a view when they are the leading dim), calls its slice's native code through the
-binder (which releases the GIL) and copies its rows into the outputs. Whether a call takes the
-threads or the whole graph on the calling thread follows which has been faster lately
-(`_Choice`): on a machine busy with other work, a worker may wait milliseconds for a core.
-Small graphs, batches of one, training calls and calls the binder does not take run as before,
-on the calling thread.
+A large enough compiled graph whose rows never mix except in sums over the batch
+(`ir.batch_axis`) is built once per slice of its batch (slices of one size share the build: a
+twin runner with its own workspace). A split call runs slice 0 on the calling thread and the
+others on persistent worker threads: each copies its rows of the arguments (a view when they
+are the leading dim) and calls its slice's native code through the binder (which releases the
+GIL); outputs are joined by rows, partial sums added in slice order (`combine`). Whether a call
+takes the threads or one thread follows which has been faster lately (`_Choice`): on a machine
+busy with other work, a worker may wait milliseconds for a core.
+
+`BatchSplit` wraps a no-grad forward's bound call (one thread: the whole graph's). Training calls
+split in `compiled_backward` (forward and backward per slice). Small graphs, batches of one and
+calls the binder does not take run as before, on the calling thread.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ _workers: list[_Worker] = []
 
 
 def set_num_threads(n: int) -> None:
-    """Run large compiled forward calls on `n` threads (1: the calling thread only)."""
+    """Run large compiled calls (forward, training forward and backward) split over their batch
+    on `n` threads (1: the calling thread only)."""
     global _threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
@@ -44,7 +48,7 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads large compiled forward calls use."""
+    """The number of threads large compiled calls use."""
     return _threads
 
 

@@ -202,3 +202,15 @@ def test_one_thread_once_faster_runs_the_whole_batch(monkeypatch, threads):
     loss_fn(x, labels)[0].backward()
     for g, p in zip(grads, model.parameters(), strict=True):
         np.testing.assert_allclose(g, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_a_wrong_parameter_is_reported_as_on_one_thread(threads):
+    mytorch.manual_seed(0)
+    model, loss_fn, shape = tutorial(8)
+    fn = mytorch.compile(loss_fn)
+    x, labels = inputs(shape, 8)
+    mytorch.set_num_threads(2)
+    fn(x, labels)[0].backward()
+    model.h2o.weight.data = np.zeros((C, H + 1), np.float32)
+    with pytest.raises(ValueError, match=r"shape"):
+        fn(x, labels)
