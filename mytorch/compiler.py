@@ -325,7 +325,7 @@ class CompiledFunction:
         try:
             training = CompiledBackward(entry.graph, wrt, optimize, build, dump)
             if entry.artifacts is None:  # what `llvm_ir` and `asm` show until a plain build
-                entry.artifacts = getattr(training.forward_runner, "artifacts", None)
+                entry.artifacts = training.artifacts
         except CompileError as e:
             training = self._fall_back(e)
         entry.training[wrt] = training

@@ -1,14 +1,17 @@
 """Threads: `set_num_threads(n)`, and compiled calls split over the batch on n threads.
 
-A compiled forward whose rows never mix (`ir.batch_axis`) and that is large enough is built
-once more per slice of its batch, at its first call on n threads. Such a call runs slice 0 on
-the calling thread and the others on persistent worker threads: each copies its rows of the
-arguments (a view when they are the leading dim), calls its slice's native code through the
-binder (which releases the GIL) and copies its rows into the outputs. Whether a call takes the
-threads or the whole graph on the calling thread follows which has been faster lately
-(`_Choice`): on a machine busy with other work, a worker may wait milliseconds for a core.
-Small graphs, batches of one, training calls and calls the binder does not take run as before,
-on the calling thread.
+A large enough compiled graph whose rows never mix except in sums over the batch
+(`ir.batch_axis`) is built once per slice of its batch (slices of one size share the build: a
+twin runner with its own workspace). A split call runs slice 0 on the calling thread and the
+others on persistent worker threads: each copies its rows of the arguments (a view when they
+are the leading dim) and calls its slice's native code through the binder (which releases the
+GIL); outputs are joined by rows, partial sums added in slice order (`combine`). Whether a call
+takes the threads or one thread follows which has been faster lately (`_Choice`): on a machine
+busy with other work, a worker may wait milliseconds for a core.
+
+`BatchSplit` wraps a no-grad forward's bound call (one thread: the whole graph's). Training calls
+split in `compiled_backward` (forward and backward per slice). Small graphs, batches of one and
+calls the binder does not take run as before, on the calling thread.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ _workers: list[_Worker] = []
 
 
 def set_num_threads(n: int) -> None:
-    """Run large compiled forward calls on `n` threads (1: the calling thread only)."""
+    """Run large compiled calls (forward, training forward and backward) split over their batch
+    on `n` threads (1: the calling thread only)."""
     global _threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
@@ -44,7 +48,7 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads large compiled forward calls use."""
+    """The number of threads large compiled calls use."""
     return _threads
 
 
@@ -72,14 +76,6 @@ class _Worker:
         return box, done
 
 
-def _result(pending: tuple[list, threading.Lock]):
-    box, done = pending
-    done.acquire()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
-
-
 def _workers_for(n: int) -> list[_Worker]:
     while len(_workers) < n:
         _workers.append(_Worker())
@@ -104,6 +100,94 @@ def flops(graph: Graph, times: int = 1) -> int:
     return total * times
 
 
+def slice_rows(size: int, n: int) -> list[slice]:
+    """The rows of each of min(n, size) slices of a batch of `size`: sizes differ by one at most."""
+    n = min(n, size)
+    edges = [round(k * size / n) for k in range(n + 1)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def build_slices(graph: Graph, found: BatchAxes, n: int, build) -> list:
+    """(rows, runner) of each slice of `graph`'s batch on `n` threads. Slices computing alike
+    (one size, the same rows of any constant) share one build: a twin runner (its own
+    workspace) where the backend makes them."""
+    built: dict = {}
+    slices = []
+    for rows in slice_rows(found.size, n):
+        key = found.slice_key(rows.start, rows.stop)
+        first = built.get(key)
+        if first is None:
+            runner = built[key] = build(verify(batch_slice(graph, found, rows.start, rows.stop)))
+        elif hasattr(first, "twin"):
+            runner = first.twin()
+        else:
+            runner = build(verify(batch_slice(graph, found, rows.start, rows.stop)))
+        slices.append((rows, runner))
+    return slices
+
+
+def run_slices(fn, count: int, threads: bool) -> list:
+    """[fn(0), ..., fn(count - 1)]: fn(0) on the calling thread and the others on workers (with
+    `threads`), or all on the calling thread one after the other."""
+    if not threads:
+        return [fn(k) for k in range(count)]
+    workers = _workers_for(count - 1)
+    pending = [w.submit(fn, (k,)) for k, w in zip(range(1, count), workers, strict=True)]
+    try:
+        first = fn(0)
+    finally:
+        rest = [_outcome(p) for p in pending]  # every worker done before anything is raised
+    for r in rest:
+        if isinstance(r, BaseException):
+            raise r
+    return [first, *rest]
+
+
+def _outcome(pending: tuple[list, threading.Lock]):
+    box, done = pending
+    done.acquire()
+    return box[0]
+
+
+def rows_of(array: np.ndarray, axis: int | None, rows: slice) -> np.ndarray:
+    """`array`'s batch rows (a contiguous copy unless they are its leading dim), or all of it."""
+    if axis is None:
+        return array
+    return np.ascontiguousarray(array[(slice(None),) * axis + (rows,)])
+
+
+def combine(parts: list, kinds: list, types: list) -> list:
+    """Each output of the whole batch from the slices' (`parts[k][j]`): its rows joined along
+    its axis (kind: an int), summed in slice order ("partial"), or slice 0's (None)."""
+    outs = []
+    for j, (kind, t) in enumerate(zip(kinds, types, strict=True)):
+        pieces = [p[j] for p in parts]
+        if kind is None or len(pieces) == 1:
+            out = pieces[0]
+        elif kind == "partial":
+            out = np.add(pieces[0], pieces[1], out=np.empty(t.shape, t.dtype))
+            for piece in pieces[2:]:
+                np.add(out, piece, out=out)
+        else:
+            out = np.concatenate(pieces, axis=kind)
+        outs.append(out)
+    return outs
+
+
+def output_kinds(found: BatchAxes, nodes) -> list | None:
+    """How the slices' values of `nodes` make the whole batch's (see `combine`); None when one
+    is not a plain axis."""
+    kinds = []
+    for node in nodes:
+        if node in found.partial:
+            kinds.append("partial")
+        elif not found.plain(node):
+            return None
+        else:
+            kinds.append(found.axes[node])
+    return kinds
+
+
 class BatchSplit:
     """A compiled forward's call on the current number of threads (`wrap`)."""
 
@@ -112,8 +196,8 @@ class BatchSplit:
         self.found: BatchAxes | None = None  # the analysis, at the first call on threads
         self.in_types = [i.type for i in graph.inputs]
         self.out_types = [o.type for o in graph.outputs]
-        self.in_axes: list = []  # each input's and output's batch axis, with the analysis
-        self.out_axes: list = []
+        self.in_axes: list = []  # each input's batch axis, and how outputs join, with the analysis
+        self.out_kinds: list = []
         self._plans: dict[int, list | None] = {}  # thread count -> its slices (None: cannot)
         self._choices: dict[int, _Choice] = {}  # thread count -> threads or not, lately
 
@@ -139,35 +223,29 @@ class BatchSplit:
     def _slices(self, n: int) -> list | None:
         found = self.found
         self.in_axes = [found.axes[i] for i in self.graph.inputs]
-        self.out_axes = [found.axes[o] for o in self.graph.outputs]
-        size = found.size
-        edges = [round(k * size / min(n, size)) for k in range(min(n, size) + 1)]
+        self.out_kinds = output_kinds(found, self.graph.outputs)
+        if self.out_kinds is None:
+            return None
         slices = []
-        for start, stop in zip(edges[:-1], edges[1:], strict=True):
-            runner = self._build(verify(batch_slice(self.graph, found, start, stop)))
+        for rows, runner in build_slices(self.graph, found, n, self._build):
             bound = runner.fast_call(len(self.in_types))  # arrays in, arrays out
             if bound is None:
                 return None
-            slices.append((slice(start, stop), bound))
+            slices.append((rows, bound))
         return slices
 
     def _run(self, rows: slice, bound, arrays: list, outs: list):
         """One slice: copy its rows of the arguments in, call it, copy its outputs' rows out
-        (numpy's copies release the GIL too). An int code if the binder did not take it."""
-        ins = [
-            a if axis is None else np.ascontiguousarray(a[(slice(None),) * axis + (rows,)])
-            for a, axis in zip(arrays, self.in_axes, strict=True)
-        ]
+        (numpy's copies release the GIL too): its outputs, or an int code if the binder did
+        not take it."""
+        ins = [rows_of(a, axis, rows) for a, axis in zip(arrays, self.in_axes, strict=True)]
         result = bound(*ins)
         if type(result) is int:
             return result
-        for k, (r, axis) in enumerate(zip(result, self.out_axes, strict=True)):
-            if axis is None:
-                if rows.start == 0:
-                    outs[k] = r
-            else:
-                outs[k][(slice(None),) * axis + (rows,)] = r
-        return 0
+        for k, (r, kind) in enumerate(zip(result, self.out_kinds, strict=True)):
+            if type(kind) is int:
+                outs[k][(slice(None),) * kind + (rows,)] = r
+        return result
 
     def wrap(self, native, n_args: int, params: list, finish):
         """A call taking what `native` (the whole graph's bound call: `n_args` Tensors) takes:
@@ -203,20 +281,21 @@ class BatchSplit:
             if type(a) is not np.ndarray or a.shape != t.shape or a.dtype != t.dtype:
                 return BAD_INPUT  # the general path takes (or turns down) whatever this is
         outs = [
-            None if axis is None else np.empty(t.shape, t.dtype)
-            for t, axis in zip(self.out_types, self.out_axes, strict=True)
+            np.empty(t.shape, t.dtype) if type(kind) is int else None
+            for t, kind in zip(self.out_types, self.out_kinds, strict=True)
         ]
         run = self._run
-        workers = _workers_for(len(slices) - 1)
-        pending = [
-            w.submit(run, (rows, bound, arrays, outs))
-            for w, (rows, bound) in zip(workers, slices[1:], strict=True)
-        ]
-        codes = [run(*slices[0], arrays, outs)] + [_result(p) for p in pending]
-        for code in codes:
-            if code:
-                return code
-        return finish(outs)
+
+        def one(k):
+            return run(*slices[k], arrays, outs)
+
+        parts = run_slices(one, len(slices), True)
+        for part in parts:
+            if type(part) is int:
+                return part
+        kinds = [None if type(kind) is int else kind for kind in self.out_kinds]
+        joined = combine(parts, kinds, self.out_types)
+        return finish([o if o is not None else j for o, j in zip(outs, joined, strict=True)])
 
 
 class _Choice:
@@ -233,6 +312,10 @@ class _Choice:
 
     def _ready(self) -> bool:
         return all(len(t) == self.KEEP for t in self.times)
+
+    def settled_on_one(self) -> bool:
+        """Whether one thread has been the faster way, both having been timed."""
+        return self._ready() and not self.threads
 
     def pick(self) -> bool:
         """Whether this call runs on the threads."""

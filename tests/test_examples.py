@@ -112,7 +112,11 @@ def test_letter_noise_replaces_about_p_of_the_letters_with_ascii_letters():
     assert nc.add_letter_noise(letters, 0.0, np.random.default_rng(0)) is letters
 
 
-@pytest.mark.parametrize("flags", [[], ["--compile"]], ids=["eager", "compile"])
+@pytest.mark.parametrize(
+    "flags",
+    [[], ["--compile", "--threads", "1"], ["--compile", "--threads", "2"]],
+    ids=["eager", "compile", "compile_2_threads"],
+)
 def test_quick_mode_runs_and_reports_the_metric(flags):
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "names_classifier.py"), "--quick", *flags],

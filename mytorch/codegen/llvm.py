@@ -31,6 +31,7 @@ function: a cat of any length compiles no kernel.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import itertools
 import math
@@ -876,6 +877,15 @@ class Runner:
         # thread to use it.
         self.release_gil = moved >= RELEASE_GIL_BYTES
         self._call = self.fast_call(len(self.inputs))
+
+    def twin(self) -> Runner:
+        """A runner of the same native code with its own workspace and state: another thread
+        may call it while this one runs."""
+        twin = copy.copy(self)
+        twin.workspace = np.zeros_like(self.workspace)
+        twin.state = np.zeros_like(self.state)
+        twin._call = twin.fast_call(len(twin.inputs))
+        return twin
 
     @property
     def native_calls(self) -> int:

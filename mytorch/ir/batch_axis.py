@@ -14,6 +14,7 @@ rows of it (`reads`); a bias broadcast over the batch is read whole.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,44 +32,124 @@ class Unsplittable(Exception):
 @dataclass
 class BatchAxes:
     """The batch size, each value's batch axis (None: the same for every slice), and the reads
-    of such values that take a slice's rows: (reader, input position) -> the axis of the rows."""
+    of such values that take a slice's rows: (reader, input position) -> the axis of the rows.
+    `partial`: the values each slice computes a share of (summed over slices); `layout`: the
+    (outer, inner) sizes around the batch rows of a merged dim (absent: (1, 1), a plain one)."""
 
     size: int
     axes: dict[Node, int | None]
     reads: dict[tuple[Node, int], int] = field(default_factory=dict)
+    partial: set[Node] = field(default_factory=set)
+    layout: dict[Node, tuple[int, int]] = field(default_factory=dict)
+
+    def plain(self, node: Node) -> bool:
+        """Whether `node`'s batch rows, if any, are a dim of their own."""
+        return node not in self.layout
+
+    def slice_key(self, start: int, stop: int) -> tuple:
+        """What a slice's graph depends on: its size, the rows of constants it reads, and where
+        its rows start if it reads rows of a computed value (a getitem of those rows). Slices
+        with one key have the same graph (and may share one build)."""
+        key = [stop - start]
+        for (reader, k), axis in self.reads.items():
+            x = reader.inputs[k]
+            if not x.is_const:
+                key.append(start)
+                break
+            key.append(np.take(x.value, range(start, stop), axis=axis).tobytes())
+        return tuple(key)
 
 
-def batch_axes(graph: Graph) -> BatchAxes | None:
-    """The batch axes of `graph`, trying each axis of its first argument; None if none works."""
-    args = [i for i in graph.inputs if not i.is_param]
-    if not args:
-        return None
-    for axis, size in enumerate(args[0].shape):
-        if size < 2:
-            continue
-        found = BatchAxes(size, {i: None for i in graph.inputs})
-        found.axes[args[0]] = axis
+def batch_axes(
+    graph: Graph, given: dict[Node, int | None] | None = None, partial=(), size: int = 0
+) -> BatchAxes | None:
+    """The batch axes of `graph`, trying each axis of its first argument (the first giving
+    outputs rows, else the first giving partial sums); None if none works. Or with the inputs'
+    axes `given` (and which inputs are `partial`, for a batch of `size`)."""
+    if given is not None:
+        found = BatchAxes(size, dict(given), partial=set(partial))
         try:
             _propagate(graph, found)
         except Unsplittable:
+            return None
+        return found
+    args = [i for i in graph.inputs if not i.is_param]
+    if not args:
+        return None
+    sums = None  # the first axis whose outputs are partial sums only
+    for axis, size in enumerate(args[0].shape):
+        if size < 2:
             continue
+        given = {i: None for i in graph.inputs}
+        given[args[0]] = axis
+        found = _try(graph, given, size)
+        if found is None:
+            continue
+        for arg in args[1:]:  # another argument with rows too (labels): sliced, not read whole
+            for dim in [d for d, n in enumerate(arg.shape) if n == size]:
+                more = _try(graph, {**given, arg: dim}, size)
+                if more is not None:
+                    given, found = {**given, arg: dim}, more
+                    break
         if any(found.axes[o] is not None for o in graph.outputs):
             return found
-    return None
+        if sums is None and any(o in found.partial for o in graph.outputs):
+            sums = found
+    return sums
+
+
+def _try(graph: Graph, given: dict, size: int) -> BatchAxes | None:
+    found = BatchAxes(size, dict(given))
+    try:
+        _propagate(graph, found)
+    except Unsplittable:
+        return None
+    return found
 
 
 def _propagate(graph: Graph, found: BatchAxes) -> None:
-    axes = found.axes
+    axes, partial, layout = found.axes, found.partial, found.layout
     for node in graph.nodes:
         rule = RULES.get(node.op)
         if node.is_const:
             axes[node] = None
+        elif any(i in partial for i in node.inputs):
+            axes[node] = None
+            if not _linear(node, found):
+                raise Unsplittable(f"%{node.name} ({node.op}) is not linear in a partial sum")
+            partial.add(node)
         elif rule is None or not OPS[node.op].pure:
             if any(axes[i] is not None for i in node.inputs):
                 raise Unsplittable(node.op)
             axes[node] = None
         else:
+            merged = [i for i in node.inputs if i in layout]
+            if merged and node.op not in FOLLOW_LAYOUT:
+                raise Unsplittable(f"%{node.name} ({node.op}): the batch merged with other dims")
+            if merged and len({layout.get(i) for i in node.inputs if axes[i] is not None}) > 1:
+                raise Unsplittable(f"%{node.name}: inputs' batch rows laid out differently")
             axes[node] = rule(node, found)
+            if axes[node] is None:
+                layout.pop(node, None)
+            elif merged and node.op not in ("reshape", "getitem"):
+                layout[node] = layout[merged[0]]
+
+
+def _linear(node: Node, found: BatchAxes) -> bool:
+    """Whether `node` is a partial sum when the inputs in `found.partial` are (and the others
+    are the same for every slice)."""
+    if any(found.axes[i] is not None for i in node.inputs):
+        return False  # a partial mixing with rows
+    part = [i in found.partial for i in node.inputs]
+    if node.op in ("add", "sub", "cat", "stack"):
+        return all(part)
+    if node.op in ("mul", "matmul"):
+        return sum(part) == 1
+    if node.op == "div":
+        return part == [True, False]
+    if node.op == "cast":
+        return node.dtype.kind == "f"
+    return node.op in LINEAR
 
 
 # ---- rules: a node's axis from its inputs' -------------------------------------------------------
@@ -105,14 +186,23 @@ def _matmul(node: Node, found: BatchAxes) -> int | None:
         if found.axes[a] is not None or found.axes[b] is not None:
             raise Unsplittable(f"%{node.name}: a vector product")
         return None
+    contracted = [
+        found.axes[x] is not None and found.axes[x] - len(x.shape) == end
+        for x, end in ((a, -1), (b, -2))
+    ]
+    if any(contracted):  # each slice's product: its share of the whole batch's
+        for k, (x, end) in enumerate(((a, -1), (b, -2))):
+            if not contracted[k]:
+                if found.axes[x] is not None:
+                    raise Unsplittable(f"%{node.name}: batch axes on both operands")
+                _read(node, k, len(x.shape) + end, found)
+        found.partial.add(node)
+        return None
     ndim = len(node.shape)
     known = set()
-    for x, contracted in ((a, -1), (b, -2)):
+    for x in (a, b):
         if found.axes[x] is not None:
-            from_end = found.axes[x] - len(x.shape)
-            if from_end == contracted:
-                raise Unsplittable(f"%{node.name} contracts the batch axis")
-            known.add(ndim + from_end)
+            known.add(ndim + found.axes[x] - len(x.shape))
     if len(known) > 1:
         raise Unsplittable(f"%{node.name}: batch axes on both operands")
     out = known.pop() if known else None
@@ -153,12 +243,31 @@ def _getitem(node: Node, found: BatchAxes) -> int | None:
         if not isinstance(item, (int, Slice)):
             raise Unsplittable("getitem: an advanced index")
         if dim == axis:
-            if not _whole(item, x.shape[dim]):
+            layout = found.layout.get(x)
+            if layout is not None:
+                found.layout[node] = _merged_part(item, x.shape[dim], layout, found.size)
+                if found.layout[node] == (1, 1):
+                    del found.layout[node]
+            elif not _whole(item, x.shape[dim]):
                 raise Unsplittable("getitem: a part of the batch")
             return out
         out += isinstance(item, Slice)
         dim += 1
+    if x in found.layout:
+        found.layout[node] = found.layout[x]
     return out + axis - dim
+
+
+def _merged_part(item, n: int, layout: tuple[int, int], size: int) -> tuple[int, int]:
+    """The layout of whole blocks of every batch row (steps of T*B rows) taken from a merged
+    dim of `n`; anything else mixes the rows."""
+    if not isinstance(item, Slice):
+        raise Unsplittable("getitem: an index into merged batch rows")
+    start, stop, step = slice(item.start, item.stop, item.step).indices(n)
+    block = size * layout[1]
+    if step != 1 or start % block or stop % block or stop <= start:
+        raise Unsplittable("getitem: a part of merged batch rows")
+    return (stop - start) // block, layout[1]
 
 
 def _whole(item, n: int) -> bool:
@@ -189,8 +298,70 @@ def _reduction(node: Node, found: BatchAxes) -> int | None:
         return None
     dims = node.params.get("dim")
     if dims is None or axis in dims:
-        raise Unsplittable(f"%{node.name} reduces over the batch")
+        if node.op not in ("sum", "mean"):
+            raise Unsplittable(f"%{node.name} reduces over the batch")
+        found.partial.add(node)  # a mean: rescaled by `batch_slice`
+        return None
     return axis if node.params.get("keepdim") else axis - sum(d < axis for d in dims)
+
+
+def _reshape(node: Node, found: BatchAxes) -> int | None:
+    """The output dim holding the batch rows: each row's elements stay together (`inner`
+    after each row's start, `outer` groups before), else the rows mix."""
+    (x,) = node.inputs
+    axis = found.axes[x]
+    if axis is None:
+        return None
+    outer, inner = found.layout.get(x, (1, 1))
+    after = inner * math.prod(x.shape[axis + 1 :])  # elements per batch row
+    rows = after * found.size
+    shape = node.shape
+    for dim in reversed(range(len(shape))):
+        total = math.prod(shape[dim:])
+        if total % rows == 0:
+            suffix = total // shape[dim]
+            if after % suffix:
+                break
+            layout = (total // rows, after // suffix)
+            if layout == (1, 1):
+                found.layout.pop(node, None)
+            else:
+                found.layout[node] = layout
+            return dim
+    raise Unsplittable(f"%{node.name}: a reshape mixing the batch rows")
+
+
+def _sum_to(node: Node, found: BatchAxes) -> int | None:
+    (x,) = node.inputs
+    axis = found.axes[x]
+    if axis is None:
+        return None
+    lead = len(x.shape) - len(node.shape)
+    if axis < lead or node.shape[axis - lead] == 1:
+        found.partial.add(node)
+        return None
+    return axis - lead
+
+
+def _broadcast_to(node: Node, found: BatchAxes) -> int | None:
+    """A value's axis carries over. A value the same for every slice broadcast along one dim
+    the size of the batch gets that axis: a slice's rows of it are it broadcast to the slice
+    (a gradient's broadcast of a mean's cotangent, computed per slice, not read by rows)."""
+    (x,) = node.inputs
+    lead = len(node.shape) - len(x.shape)
+    axis = found.axes[x]
+    if axis is not None:
+        return axis + lead
+    dims = [
+        d
+        for d, n in enumerate(node.shape)
+        if n == found.size and (d < lead or x.shape[d - lead] == 1)
+    ]
+    return dims[0] if len(dims) == 1 else None
+
+
+def _one_hot(node: Node, found: BatchAxes) -> int | None:
+    return found.axes[node.inputs[0]]
 
 
 def _softmax(node: Node, found: BatchAxes) -> int | None:
@@ -238,6 +409,8 @@ def _loop(node: Node, found: BatchAxes) -> int | None:
             _propagate(body, inner)
         except Unsplittable:
             continue
+        if inner.partial or inner.layout:  # kept simple: a body's rows stay rows
+            continue
         if inner.axes[body.outputs[0]] == carry:
             _read(node, k, carry, found)
             found.axes.update(inner.axes)
@@ -269,7 +442,16 @@ RULES.update(
     rnn_cell=_rnn,
     embedding=_embedding,
     loop=_loop,
+    reshape=_reshape,
+    sum_to=_sum_to,
+    broadcast_to=_broadcast_to,
+    one_hot=_one_hot,
 )
+# Ops that follow a batch axis merged with other dims (`BatchAxes.layout`), and linear ops.
+FOLLOW_LAYOUT = {*ELEMENTWISE.split(), "reshape", "getitem", "transpose", "permute", "matmul"}
+FOLLOW_LAYOUT |= {"sum", "mean", "sum_to", "broadcast_to"}
+LINEAR = {"neg", "transpose", "permute", "reshape", "getitem", "sum", "mean", "broadcast_to"}
+LINEAR |= {"sum_to"}
 
 
 # ---- the graph of one slice of the batch ------------------------------------------------------
@@ -300,13 +482,20 @@ class _SliceCopy:
             if node.op == "loop":
                 params["body"] = self.body(params["body"])
             elif node.op == "getitem" and self.found.axes[node.inputs[0]] is not None:
-                params["index"] = _whole_batch(params["index"], self.found.axes[node.inputs[0]])
+                params["index"] = self.index(node)
+            elif "shape" in params and self.found.axes[node] is not None:
+                params["shape"] = self.type(node).shape  # reshape, broadcast_to, sum_to
             inputs = []
             for k, x in enumerate(node.inputs):
                 axis = self.found.reads.get((node, k))
                 value = self.value(out, env, x, axis)
                 inputs.append(value)
             env[node] = out.add_node(node.op, inputs, params, self.type(node), node.name)
+            if node.op == "mean" and self.found.axes[node.inputs[0]] is not None:
+                if node in self.found.partial:  # its rows' share of the whole batch's mean
+                    share = np.asarray((self.stop - self.start) / self.found.size, node.dtype)
+                    scale = out.add_const(share, f"{node.name}.share")
+                    env[node] = out.add_node("mul", [env[node], scale], name=f"{node.name}.part")
 
     def body(self, body: Graph) -> Graph:
         inner = Graph(body.name)
@@ -338,22 +527,29 @@ class _SliceCopy:
             self.sliced[key] = out.add_node("getitem", [x], {"index": index}, name=name)
         return self.sliced[key]
 
+    def index(self, node: Node) -> tuple:
+        """A getitem's index with its item at the batch axis made the slice's: `:`, or the
+        same blocks of merged rows (`_merged_part`), each the slice's rows long."""
+        x = node.inputs[0]
+        axis, items, dim = self.found.axes[x], list(node.params["index"]), 0
+        for k, item in enumerate(items):
+            if item is None:
+                continue
+            if dim == axis:
+                items[k] = Slice(None, None, None)
+                if x in self.found.layout:
+                    start, stop, _ = slice(item.start, item.stop, item.step).indices(x.shape[dim])
+                    block = self.found.size * self.found.layout[x][1]
+                    rows = (self.stop - self.start) * self.found.layout[x][1]
+                    items[k] = Slice(start // block * rows, stop // block * rows, None)
+            dim += 1
+        return tuple(items)
+
     def type(self, node: Node) -> TensorType:
         axis = self.found.axes[node]
         if axis is None:
             return node.type
         shape = list(node.shape)
-        shape[axis] = self.stop - self.start
+        outer, inner = self.found.layout.get(node, (1, 1))
+        shape[axis] = outer * (self.stop - self.start) * inner
         return TensorType(tuple(shape), np.dtype(node.dtype))
-
-
-def _whole_batch(index: tuple, axis: int) -> tuple:
-    """`index` with its item at input dim `axis` (a whole slice) written as `:`."""
-    items, dim = list(index), 0
-    for k, item in enumerate(items):
-        if item is None:
-            continue
-        if dim == axis:
-            items[k] = Slice(None, None, None)
-        dim += 1
-    return tuple(items)

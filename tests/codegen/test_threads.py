@@ -97,10 +97,25 @@ def test_more_threads_than_rows(threads):
     assert sorted(set(threads)) == [(0, 1), (1, 2)]
 
 
-def test_a_graph_mixing_its_rows_runs_on_one_thread(threads):
+def test_a_mean_over_the_batch_sums_the_slices_shares(threads):
     mytorch.manual_seed(0)
     model = nn.Linear(I, 3)
-    compiled = mytorch.compile(lambda x: (model(x) ** 2).mean())
+    compiled = mytorch.compile(lambda x: ((model(x) ** 2).mean(), model(x).sum(0)))
+    x = data(9, I)
+    same(calls(compiled, x, 2)[-1], calls(compiled, x, 1)[0])
+    assert sorted(set(threads)) == [(0, 4), (4, 9)]
+    same(calls(compiled, x, 2)[-1], interpreted(compiled, x))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [lambda y: (y**2).mean().exp(), lambda y: y - y.mean(0), lambda y: y.max(0)[0] * 2],
+    ids=["nonlinear", "back_into_rows", "max"],
+)
+def test_a_graph_mixing_its_rows_runs_on_one_thread(fn, threads):
+    mytorch.manual_seed(0)
+    model = nn.Linear(I, 3)
+    compiled = mytorch.compile(lambda x: fn(model(x)))
     x = data(9, I)
     same(calls(compiled, x, 2)[-1], calls(compiled, x, 1)[0])
     assert not threads

@@ -87,18 +87,61 @@ def test_splittable_models_split_along_their_batch(name):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"output {k}")
 
 
-UNSPLITTABLE = {
-    "loss_means_over_batch": lambda: (_loss(mlp()), (data(B, I), data(B, 3))),
-    "matmul_contracts_batch": lambda: (lambda x: x.transpose(0, 1) @ x, (data(B, I),)),
-    "cat_along_batch": lambda: (
+PARTIAL = {  # name: (fn, inputs, the first argument's batch axis): one partial output
+    "loss_means_over_batch": lambda: (_loss(mlp()), (data(B, I), data(B, 3)), 0),
+    "matmul_contracts_batch": lambda: (lambda x: x.transpose(0, 1) @ x, (data(B, I),), 0),
+    "cat_then_contracts_dim_1": lambda: (
         lambda x: mytorch.cat([x, x * 2], 0) @ x.transpose(0, 1),
         (data(B, I),),
+        1,
+    ),
+    "merged_steps_and_batch": lambda: (
+        lambda x: (x.reshape(T * B, I).transpose(0, 1) @ x.reshape(T * B, I) * 3).sum(0),
+        (data(T, B, I),),
+        1,
+    ),
+    "blocks_of_merged_rows": lambda: (
+        lambda x: x.reshape(T * B, I)[B:].transpose(0, 1) @ x[1:].reshape((T - 1) * B, I),
+        (data(T, B, I),),
+        1,
     ),
 }
 
 
 def _loss(model):
     return lambda x, y: ((model(x) - y) ** 2).mean()
+
+
+@pytest.mark.parametrize("name", sorted(PARTIAL))
+def test_sums_over_the_batch_are_the_sums_of_the_slices_shares(name):
+    fn, inputs, in_axis = PARTIAL[name]()
+    graph, arrays = optimized(fn, *inputs)
+    found = batch_axes(graph)
+    assert found is not None, f"{name} should split:\n{graph}"
+    x = graph.inputs[0]
+    given = {i: in_axis if i is x else None for i in graph.inputs}
+    found = batch_axes(graph, given, size=x.shape[in_axis])  # that axis, whichever is first
+    assert [o in found.partial for o in graph.outputs] == [True]
+    (full,) = run(graph, arrays)
+    size = found.size
+    total = 0
+    for start, stop in ((0, 2), (2, size - 1), (size - 1, size)):
+        sliced = verify(batch_slice(graph, found, start, stop))
+        args = [
+            a if found.axes[i] is None else np.take(a, range(start, stop), axis=found.axes[i])
+            for i, a in zip(graph.inputs, arrays, strict=True)
+        ]
+        total = total + run(sliced, args)[0]
+    np.testing.assert_allclose(total, full, rtol=1e-5, atol=1e-5)
+
+
+UNSPLITTABLE = {
+    "partial_into_nonlinearity": lambda: (lambda x: (x * x).mean().exp(), (data(B, I),)),
+    "partial_plus_constant": lambda: (lambda x: (x * 2).sum() + 1, (data(B, I),)),
+    "partial_back_into_rows": lambda: (lambda x: x - x.mean(), (data(B, I),)),
+    "product_of_partials": lambda: (lambda x: x.sum() * x.mean(), (data(B, I),)),
+    "max_over_batch": lambda: (lambda x: x.max(), (data(B, I),)),
+}
 
 
 @pytest.mark.parametrize("name", sorted(UNSPLITTABLE))
