@@ -214,7 +214,7 @@ class Graph:
     ) -> Node:
         """Append an op node (or place it just before node `before`); its type is given, or
         computed by the op's shape rule."""
-        inputs = tuple(inputs)
+        inputs = inputs if inputs.__class__ is tuple else tuple(inputs)
         params = freeze_params(params) if params else NO_PARAMS
         if type is None:  # (infer_type's cache lookup, inline: this runs once per traced op)
             if len(inputs) == 1:
@@ -225,7 +225,16 @@ class Graph:
                 key = (op, id(params), *[id(i.type) for i in inputs])
             found = _TYPES.get(key)
             type = found[0] if found is not None else infer_type(op, inputs, params)
-        node = Node(self._claim(name) if name else self.unique_name(op), op, inputs, params, type)
+        if name:
+            name = self._claim(name)
+        else:  # (unique_name's common case, inline: an op named before, and no clash)
+            entry = self._counters.get(op)
+            name = f"{entry[0]}{next(entry[1])}" if entry is not None else None
+            if name is None or name in self._names:
+                name = self.unique_name(op)
+            else:
+                self._names.add(name)
+        node = Node(name, op, inputs, params, type)
         if before is not None:
             return self._append(node, before)
         node.graph = self  # what _append does, inline: this runs once per traced op

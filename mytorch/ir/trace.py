@@ -24,6 +24,7 @@ from ..ops.registry import TensorType
 from ..tensor import Tensor, _as_tensor, apply, tracing
 from .graph import Graph, Node, collector_paused
 
+_new = object.__new__
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -185,13 +186,20 @@ class Tracer:
         inputs = []
         invariant = True  # reads only parameters: the same value wherever the program makes it
         for a in args:
-            if a.__class__ is TracerTensor and a.node.graph is graph:
-                inputs.append(a.node)
-                invariant = False
-            else:
+            if a.__class__ is TracerTensor:
+                node = a.node
+                if node.graph is graph:
+                    inputs.append(node)
+                    invariant = False
+                    continue
+                node = None  # another graph's: `lift` says so
+            else:  # a tensor lifted before (`lift`'s first lookup; lifted tensors are kept
+                # alive, so no number passed here has the id of one)
+                node = self._lifted.get(id(a))
+            if node is None:
                 node = self.lift(a if isinstance(a, Tensor) else _as_tensor(a))
-                inputs.append(node)
-                invariant = invariant and node.is_param
+            inputs.append(node)
+            invariant = invariant and node.op == "param"
         if invariant:
             # `W.T` in a step of a T-step loop: recorded once, not T times (and `roll` has T
             # fewer copies to fold). Ops are pure, so the first node is the value every time.
@@ -201,7 +209,9 @@ class Tracer:
             except TypeError:  # an unhashable param: recorded as usual
                 key = node = None
             if node is not None:
-                return TracerTensor(node)
+                out = _new(TracerTensor)  # (TracerTensor(node) without the __init__ call)
+                out.node = node
+                return out
         node = graph.add_node(op_name, inputs, params)
         if invariant and key is not None:
             self._invariants[key] = node
@@ -237,7 +247,9 @@ class Tracer:
                 loc = (code.co_filename, frame.f_lineno)
                 found = _LOCATIONS[id(code), frame.f_lasti] = (loc, code)
             node.loc = found[0]
-        return TracerTensor(node)
+        out = _new(TracerTensor)
+        out.node = node
+        return out
 
 
 def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> TraceResult:
