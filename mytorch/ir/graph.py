@@ -344,22 +344,24 @@ class Graph:
     def remove_nodes(self, nodes: Iterable[Node]) -> None:
         """Delete many nodes at once, each unused or used only by others among them (O(N))."""
         dead = nodes if isinstance(nodes, set) else set(nodes)
-        outputs = set(self.outputs)
-        touched = set()
-        for node in dead:
+        for node in dead:  # (checked before anything changes)
             if node.graph is not self or node.op in INPUT_KINDS:
                 raise AssertionError(f"%{node.name} is not an op node of graph {self.name!r}")
-            if node in outputs or not dead.issuperset(node.users):
+            if not dead.issuperset(node.users):
                 raise AssertionError(f"cannot remove %{node.name}: it is still used")
-            touched.update(node.inputs)
+        for node in self.outputs:
+            if node in dead:
+                raise AssertionError(f"cannot remove %{node.name}: it is still used")
         names = self._names
+        touched = set()
         for node in dead:
+            touched.update(node.inputs)
             names.discard(node.name)
             node.graph = None
             node.users = []
-        for value in touched:
-            if value.graph is self:
-                value.users = [u for u in value.users if u.graph is self]
+        touched -= dead
+        for value in touched:  # the live values that lose users
+            value.users = [u for u in value.users if u.graph is self]
         self._removed += len(dead)
 
     # ---- views ----------------------------------------------------------------------------------

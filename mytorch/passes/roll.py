@@ -384,27 +384,15 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
     # Stacks of every step's work on its state become that work on all the states at once (a
     # stack of the states themselves is the loop), before anything reads loop[t].
     states = {carry: (loop, t) for t, carry in enumerate(steps.carries)}
-    gone = []  # what dies besides the steps: the stacks batched, unused work on the states
     for stack in steps.stacks:
         if stack.params["dim"] == 0 and stack.graph is graph:
             batched = batch_stack(graph, stack, states)
             if batched is not None:
                 graph.replace_all_uses(stack, batched)
-                gone.append(stack)
-    dead.update(gone)
+                dead.add(stack)
     outputs = set(graph.outputs)
-    gone += _unused(steps.carries, dead, outputs)
-    # Their inputs may die with them, and so may what the steps read from outside (xs[t], the
-    # W.T each step makes).
-    pending = [i for node in gone for i in node.inputs]
-    outer = [  # (template position, input position) of those reads: the same in every step
-        (j, k)
-        for j, roles in enumerate(steps.roles)
-        for k, role in enumerate(roles)
-        if role is _X or (role is not _H and role.__class__ is not int)
-    ]
-    pending += [body[j].inputs[k] for body in steps.bodies for j, k in outer]
-    _add_dead_inputs(dead, outputs, pending)
+    _unused(steps.carries, dead, outputs)
+    _sweep(graph, dead, outputs)  # their inputs may die with them, and what the steps read
     # Whatever else reads a step's state reads loop[t].
     for t, carry in enumerate(steps.carries):
         outside = [u for u in carry.users if u not in dead]
@@ -420,10 +408,9 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
     graph.remove_nodes(dead)
 
 
-def _unused(carries: list[Node], dead: set[Node], outputs: set[Node]) -> list[Node]:
-    """The per-step work on the states that nothing uses (in a loop that returns only its last
-    output, every earlier step's output projection), added to `dead` and returned."""
-    found = []
+def _unused(carries: list[Node], dead: set[Node], outputs: set[Node]) -> None:
+    """Add to `dead` the per-step work on the states that nothing uses (in a loop that returns
+    only its last output, every earlier step's output projection)."""
     pending = [(u, False) for carry in carries for u in carry.users if u not in dead]
     seen: set[Node] = set()
     while pending:  # users before the node (no recursion)
@@ -431,35 +418,34 @@ def _unused(carries: list[Node], dead: set[Node], outputs: set[Node]) -> list[No
         if done:
             if node not in outputs and dead.issuperset(node.users) and is_pure(node):
                 dead.add(node)
-                found.append(node)
             continue
         if node in seen or node in dead:
             continue
         seen.add(node)
         pending.append((node, True))
         pending.extend((u, False) for u in node.users)
-    return found
 
 
-def _add_dead_inputs(dead: set[Node], outputs: set[Node], pending: list[Node]) -> None:
-    """Add to `dead` the pure values among `pending` (and their inputs, and so on) that only
-    dead nodes use."""
-    # A shared value (W.T, recorded once) has a user per step and comes back here each time one
-    # of them dies: its users before `scanned[node]` are known dead (dead only grows), so each
-    # user is looked at once, not once per step.
-    scanned: dict[Node, int] = {}
-    while pending:
-        node = pending.pop()
-        if node in dead or node in outputs or not is_pure(node):
+def _sweep(graph: Graph, dead: set[Node], outputs: set[Node]) -> None:
+    """Add to `dead` every pure value that only dead values use: the xs[t] and the `W.T` that
+    the steps read, the inputs of the work `_unused` found, and what only those read.
+
+    One pass over the graph, users before inputs: a value that dies this way is read by a dead
+    value, so no other candidate exists, and every user of a value is decided before it."""
+    nodes = graph._nodes  # (the traced order; what was placed `before=` since is live)
+    for k in range(len(nodes) - 1, -1, -1):
+        node = nodes[k]
+        if node in dead:
             continue
-        users, k = node.users, scanned.get(node, 0)
-        while k < len(users) and users[k] in dead:
-            k += 1
-        if k < len(users):
-            scanned[node] = k
-        else:
+        users = node.users
+        if (
+            users
+            and node.graph is graph
+            and dead.issuperset(users)
+            and node not in outputs
+            and is_pure(node)
+        ):
             dead.add(node)
-            pending.extend(node.inputs)
 
 
 def _make_body(steps: _Steps) -> tuple[Graph, list[Node]]:
