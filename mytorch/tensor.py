@@ -432,6 +432,8 @@ class Tensor:
         return apply("broadcast_to", self, shape=shape)
 
     def __getitem__(self, index):
+        if index.__class__ is int:  # xs[t]: encode_index's result for an int, made directly
+            return apply("getitem", self, index=(index,))
         return apply("getitem", self, index=encode_index(_index_arrays(index)))
 
     @staticmethod
@@ -592,10 +594,10 @@ def _tensor_list(tensors, what: str) -> list[Tensor]:
         raise TypeError(f"{what} expects a list or tuple of tensors, got {type(tensors).__name__}")
     if not tensors:
         raise ValueError(f"{what} expects a non-empty list of tensors")
-    return [_as_tensor(t) for t in tensors]
+    return [t if isinstance(t, Tensor) else _as_tensor(t) for t in tensors]
 
 
 def _cat_dim(tensors, dim, extra: int) -> int:
     first = tensors[0] if len(tensors) else None
-    ndim = first.ndim if isinstance(first, Tensor) else np.ndim(first)
+    ndim = len(first.shape) if isinstance(first, Tensor) else np.ndim(first)
     return normalize_dim(dim, ndim + extra)

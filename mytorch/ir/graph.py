@@ -87,6 +87,7 @@ def canonical_type(type: TensorType) -> TensorType:
 
 
 NO_PARAMS = freeze_params({})
+_new = object.__new__
 
 
 class Node:
@@ -106,6 +107,7 @@ class Node:
     )
 
     def __init__(self, name, op, inputs=(), params=NO_PARAMS, type=None, value=None):
+        # (Graph.add_node sets these fields itself: keep the two in step)
         self.name: str = name
         self.op: str = op
         self.inputs: tuple[Node, ...] = inputs if inputs.__class__ is tuple else tuple(inputs)
@@ -234,10 +236,13 @@ class Graph:
                 name = self.unique_name(op)
             else:
                 self._names.add(name)
-        node = Node(name, op, inputs, params, type)
+        # Node(name, op, inputs, params, type) without the __init__ call (once per traced op)
+        node = _new(Node)
+        node.name, node.op, node.inputs, node.params, node.type = name, op, inputs, params, type
+        node.users, node.value, node.loc = [], None, None
         if before is not None:
             return self._append(node, before)
-        node.graph = self  # what _append does, inline: this runs once per traced op
+        node.graph = self  # what _append does, inline
         for i in inputs:
             i.users.append(node)
         self._nodes.append(node)

@@ -224,7 +224,9 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing "forward"')
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        if kwargs:
+            return self.forward(*args, **kwargs)
+        return self.forward(*args)  # (without an empty dict to unpack: the common call)
 
     # ---- state ---------------------------------------------------------------------------
 
