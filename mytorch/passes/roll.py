@@ -126,19 +126,17 @@ def _number_steps(graph: Graph, slices: dict[Node, int], count: int):
 
     This runs over every node of a long traced graph, so it keeps to dict lookups per input.
     """
-    step: dict[Node, int] = {}
+    step: dict[Node, int] = dict(slices)  # (the slices leave it at the end: one lookup here)
     states: list[Node | None] = [None] * count
     stacks: list[Node] = []  # stacks of a value from every step (candidates to batch)
     for node in graph.nodes:
-        if node in slices:
+        if node in step:  # a slice (no other node is numbered before it is reached)
             continue
         lo = hi = None
         for i in node.inputs:
             s = step.get(i)
             if s is None:
-                s = slices.get(i)
-                if s is None:
-                    continue
+                continue
             if s == _EPILOGUE:
                 lo, hi = 0, count
                 break
@@ -158,11 +156,13 @@ def _number_steps(graph: Graph, slices: dict[Node, int], count: int):
         step[node] = hi
         if lo < hi:  # it reads step hi - 1: that value is the state between the two steps
             for i in node.inputs:
-                if step.get(i) == lo:
+                if step.get(i) == lo and i not in slices:
                     if states[hi] is None:
                         states[hi] = i
                     elif states[hi] is not i:
                         return "more than one value flows from a step to the next"
+    for node in slices:
+        del step[node]
     if states[1] is None or states[2] is None:
         return "the steps are independent: no state flows from one to the next"
     _sink(graph, step, slices, states)
@@ -259,7 +259,8 @@ class _Matcher:
         """Step t's copy, found from its state (the value step t+1 reads) back to its inputs.
 
         This runs for every step of a long loop: the common cases are inline."""
-        template, all_roles = self.template, self.roles
+        template, all_roles, slices = self.template, self.roles, self.slices
+        state = self.states[t]  # the state step t reads
         body: list = [None] * len(template)
         body[-1] = carry
         taken = {carry}
@@ -285,10 +286,10 @@ class _Matcher:
                         taken.add(value)
                         continue
                 elif role is _X:
-                    if self.slices.get(value) == t:
+                    if slices.get(value) == t:
                         continue
                 elif role is _H and t:
-                    if value is self.states[t]:
+                    if value is state:
                         continue
                 elif self._input_ok(t, role, value, body):
                     continue
@@ -391,8 +392,7 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
                 graph.replace_all_uses(stack, batched)
                 dead.add(stack)
     outputs = set(graph.outputs)
-    _unused(steps.carries, dead, outputs)
-    _sweep(graph, dead, outputs)  # their inputs may die with them, and what the steps read
+    _sweep(graph, steps.carries, dead, outputs)
     # Whatever else reads a step's state reads loop[t].
     for t, carry in enumerate(steps.carries):
         outside = [u for u in carry.users if u not in dead]
@@ -408,38 +408,28 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
     graph.remove_nodes(dead)
 
 
-def _unused(carries: list[Node], dead: set[Node], outputs: set[Node]) -> None:
-    """Add to `dead` the per-step work on the states that nothing uses (in a loop that returns
-    only its last output, every earlier step's output projection)."""
-    pending = [(u, False) for carry in carries for u in carry.users if u not in dead]
-    seen: set[Node] = set()
-    while pending:  # users before the node (no recursion)
-        node, done = pending.pop()
-        if done:
-            if node not in outputs and dead.issuperset(node.users) and is_pure(node):
-                dead.add(node)
-            continue
-        if node in seen or node in dead:
-            continue
-        seen.add(node)
-        pending.append((node, True))
-        pending.extend((u, False) for u in node.users)
+def _sweep(graph: Graph, carries: list[Node], dead: set[Node], outputs: set[Node]) -> None:
+    """Add to `dead` the pure values that only dead values use: the per-step work on the states
+    that nothing uses (in a loop that returns only its last output, every earlier step's output
+    projection), the xs[t] and the `W.T` the steps read, and what only those read.
 
-
-def _sweep(graph: Graph, dead: set[Node], outputs: set[Node]) -> None:
-    """Add to `dead` every pure value that only dead values use: the xs[t] and the `W.T` that
-    the steps read, the inputs of the work `_unused` found, and what only those read.
-
-    One pass over the graph, users before inputs: a value that dies this way is read by a dead
-    value, so no other candidate exists, and every user of a value is decided before it."""
-    nodes = graph._nodes  # (the traced order; what was placed `before=` since is live)
+    One pass over the graph, users before inputs, so each value's users are decided before it:
+    a value that dies reads a dead one, or has no users and is work on a state."""
+    on_states = set()  # what reads a state, directly or not (work with no users dies with them)
+    pending = [u for carry in carries for u in carry.users if u not in dead]
+    while pending:
+        node = pending.pop()
+        if node not in on_states and node not in dead:
+            on_states.add(node)
+            pending.extend(node.users)
+    nodes = graph._nodes  # (in order; what was placed `before=` since is live)
     for k in range(len(nodes) - 1, -1, -1):
         node = nodes[k]
         if node in dead:
             continue
         users = node.users
         if (
-            users
+            (users or node in on_states)
             and node.graph is graph
             and dead.issuperset(users)
             and node not in outputs
