@@ -41,6 +41,7 @@ def user_location() -> str:
 
 
 _INSIDE: dict[str, bool] = {}  # source file -> whether it is mytorch's own code
+_OWN_CLASSES: dict[type, bool] = {}  # Module class -> whether all its classes are mytorch's
 # (id of a code object, offset of its instruction) -> ((file, line), the code object, kept alive
 # so that its id stays its own). A traced loop makes its ops from the same few call sites every
 # step; a frame's f_lineno scans the code's line table from its start at every read.
@@ -153,6 +154,7 @@ class Tracer:
         # (the outermost mytorch frame of the last source-line walk, the user's frame above it)
         self._last_walk: tuple = (None, None)
         self._invariants: dict[tuple, Node] = {}  # see `record`
+        self._module_line: tuple[str, int] | None = None  # see `call_module`
 
     def note_created(self, t: Tensor) -> None:
         self._created[id(t)] = t
@@ -175,6 +177,63 @@ class Tracer:
                 self.params.append(t)
             self._lifted[id(t)] = node
         return node
+
+    def call_module(self, module, args: tuple, kwargs: dict):
+        """`module(*args, **kwargs)` while tracing (what `Module.__call__` does then).
+
+        A module of mytorch's own (Linear, RNN, ...: every class of it defined in mytorch, its
+        forward not replaced) runs only mytorch code, so every op it records is at the line that
+        called it: found once here, instead of by a walk up the stack per op (`record`).
+        """
+        cls = module.__class__
+        own = _OWN_CLASSES.get(cls)
+        if own is None:
+            own = _OWN_CLASSES[cls] = all(
+                c.__module__ == "mytorch" or c.__module__.startswith("mytorch.")
+                for c in cls.__mro__[:-1]
+            )
+        outer = self._module_line
+        if not own or "forward" in module.__dict__:  # user code runs: its ops walk for lines
+            self._module_line = None
+        elif outer is None:  # (inside another of mytorch's modules, its line is the line)
+            self._module_line = self._line(sys._getframe(2))  # (0: here, 1: __call__)
+        try:
+            return module.forward(*args, **kwargs)
+        finally:
+            self._module_line = outer
+
+    def _line(self, frame) -> tuple[str, int] | None:
+        """The user's line running `frame`: the innermost frame from it outside mytorch."""
+        # Each frame object the walk makes costs ~2k instructions, so it stops at the outermost
+        # mytorch frame of the previous walk (a module's __call__, the compiler's frames: they
+        # stay on the stack for many ops): the same frame has the same user frame above it.
+        boundary, above = self._last_walk
+        inside = _INSIDE
+        below = None
+        while frame is not None:
+            if frame is boundary:
+                frame = above
+                break
+            filename = frame.f_code.co_filename
+            known = inside.get(filename)
+            if known is None:
+                known = inside[filename] = _in_package(filename)
+            if not known:
+                if below is not None:
+                    self._last_walk = (below, frame)
+                break
+            below = frame
+            frame = frame.f_back
+        if frame is None:
+            return None
+        code = frame.f_code
+        found = _LOCATIONS.get((id(code), frame.f_lasti))
+        if found is None:
+            if len(_LOCATIONS) >= 4096:
+                _LOCATIONS.clear()
+            loc = (code.co_filename, frame.f_lineno)
+            found = _LOCATIONS[id(code), frame.f_lasti] = (loc, code)
+        return found[0]
 
     def record(self, op_name: str, args, params) -> TracerTensor:
         """Record op `op_name` on `args` (stand-ins, concrete tensors or numbers) as a node.
@@ -215,38 +274,11 @@ class Tracer:
         node = graph.add_node(op_name, inputs, params)
         if invariant and key is not None:
             self._invariants[key] = node
-        # The user's line that made it: the innermost frame outside mytorch, walked from the
-        # caller of `apply` (record's only caller: its frame object is never made, and each
-        # frame object the walk makes costs ~2k instructions). The walk stops at the outermost
-        # mytorch frame of the previous walk (a module's __call__, the compiler's frames: they
-        # stay on the stack for many ops): the same frame has the same user frame above it.
-        frame = sys._getframe(2)
-        boundary, above = self._last_walk
-        inside = _INSIDE
-        below = None
-        while frame is not None:
-            if frame is boundary:
-                frame = above
-                break
-            filename = frame.f_code.co_filename
-            known = inside.get(filename)
-            if known is None:
-                known = inside[filename] = _in_package(filename)
-            if not known:
-                if below is not None:
-                    self._last_walk = (below, frame)
-                break
-            below = frame
-            frame = frame.f_back
-        if frame is not None:
-            code = frame.f_code
-            found = _LOCATIONS.get((id(code), frame.f_lasti))
-            if found is None:
-                if len(_LOCATIONS) >= 4096:
-                    _LOCATIONS.clear()
-                loc = (code.co_filename, frame.f_lineno)
-                found = _LOCATIONS[id(code), frame.f_lasti] = (loc, code)
-            node.loc = found[0]
+        # The user's line that made it: the line that called a module of mytorch's own, or the
+        # innermost frame outside mytorch, walked to from the caller of `apply` (record's only
+        # caller, whose own frame object is so never made).
+        line = self._module_line
+        node.loc = line if line is not None else self._line(sys._getframe(2))
         out = _new(TracerTensor)
         out.node = node
         return out
