@@ -414,7 +414,7 @@ def _sweep(graph: Graph, carries: list[Node], dead: set[Node], outputs: set[Node
     projection), the xs[t] and the `W.T` the steps read, and what only those read.
 
     One pass over the graph, users before inputs, so each value's users are decided before it:
-    a value that dies reads a dead one, or has no users and is work on a state."""
+    a value dies when it has users and all are dead, or has none and is work on a state."""
     on_states = set()  # what reads a state, directly or not (work with no users dies with them)
     pending = [u for carry in carries for u in carry.users if u not in dead]
     while pending:
@@ -422,7 +422,9 @@ def _sweep(graph: Graph, carries: list[Node], dead: set[Node], outputs: set[Node
         if node not in on_states and node not in dead:
             on_states.add(node)
             pending.extend(node.users)
-    nodes = graph._nodes  # (in order; what was placed `before=` since is live)
+    # The node list as traced, without the compaction `graph.nodes` would do first: the nodes
+    # placed `before=` others since (the loop, loop[t]) are live, and removed ones are skipped.
+    nodes = graph._nodes
     for k in range(len(nodes) - 1, -1, -1):
         node = nodes[k]
         if node in dead:
