@@ -104,6 +104,19 @@ class _LazyGrad:
         return grad
 
 
+def _operator(op_name: str):
+    """The method `self <op> other`: a Tensor `other` goes straight to `apply` (the common case,
+    and once per traced op: a frame less to walk for the source line); numbers and arrays are
+    made tensors of `self`'s dtype first (`_binary`)."""
+
+    def operator(self, other):
+        if isinstance(other, Tensor):
+            return apply(op_name, self, other)
+        return _binary(op_name, self, other)
+
+    return operator
+
+
 class Tensor:
     """An n-dimensional array with reverse-mode automatic differentiation."""
 
@@ -256,39 +269,34 @@ class Tensor:
             t._backward()
 
     # ---- operators -------------------------------------------------------------------------------
+    # (The reflected ones run only when the left operand is not a Tensor.)
 
-    def __add__(self, other):
-        return _binary("add", self, other)
+    __add__ = _operator("add")
 
     def __radd__(self, other):
         return _binary("add", other, self)
 
-    def __sub__(self, other):
-        return _binary("sub", self, other)
+    __sub__ = _operator("sub")
 
     def __rsub__(self, other):
         return _binary("sub", other, self)
 
-    def __mul__(self, other):
-        return _binary("mul", self, other)
+    __mul__ = _operator("mul")
 
     def __rmul__(self, other):
         return _binary("mul", other, self)
 
-    def __truediv__(self, other):
-        return _binary("div", self, other)
+    __truediv__ = _operator("div")
 
     def __rtruediv__(self, other):
         return _binary("div", other, self)
 
-    def __pow__(self, other):
-        return _binary("pow", self, other)
+    __pow__ = _operator("pow")
 
     def __rpow__(self, other):
         return _binary("pow", other, self)
 
-    def __matmul__(self, other):
-        return _binary("matmul", self, other)
+    __matmul__ = _operator("matmul")
 
     def __rmatmul__(self, other):
         return _binary("matmul", other, self)
@@ -296,23 +304,12 @@ class Tensor:
     def __neg__(self):
         return apply("neg", self)
 
-    def __eq__(self, other):
-        return _binary("eq", self, other)
-
-    def __ne__(self, other):
-        return _binary("ne", self, other)
-
-    def __lt__(self, other):
-        return _binary("lt", self, other)
-
-    def __le__(self, other):
-        return _binary("le", self, other)
-
-    def __gt__(self, other):
-        return _binary("gt", self, other)
-
-    def __ge__(self, other):
-        return _binary("ge", self, other)
+    __eq__ = _operator("eq")
+    __ne__ = _operator("ne")
+    __lt__ = _operator("lt")
+    __le__ = _operator("le")
+    __gt__ = _operator("gt")
+    __ge__ = _operator("ge")
 
     # ---- elementwise -----------------------------------------------------------------------------
 
@@ -408,7 +405,7 @@ class Tensor:
 
     @property
     def T(self):
-        ndim = self.ndim
+        ndim = len(self.shape)
         if ndim < 2:
             return self
         if ndim == 2:
@@ -435,6 +432,8 @@ class Tensor:
         return apply("broadcast_to", self, shape=shape)
 
     def __getitem__(self, index):
+        if index.__class__ is int:  # xs[t]: encode_index's result for an int, made directly
+            return apply("getitem", self, index=(index,))
         return apply("getitem", self, index=encode_index(_index_arrays(index)))
 
     @staticmethod
@@ -595,10 +594,10 @@ def _tensor_list(tensors, what: str) -> list[Tensor]:
         raise TypeError(f"{what} expects a list or tuple of tensors, got {type(tensors).__name__}")
     if not tensors:
         raise ValueError(f"{what} expects a non-empty list of tensors")
-    return [_as_tensor(t) for t in tensors]
+    return [t if isinstance(t, Tensor) else _as_tensor(t) for t in tensors]
 
 
 def _cat_dim(tensors, dim, extra: int) -> int:
     first = tensors[0] if len(tensors) else None
-    ndim = first.ndim if isinstance(first, Tensor) else np.ndim(first)
+    ndim = len(first.shape) if isinstance(first, Tensor) else np.ndim(first)
     return normalize_dim(dim, ndim + extra)

@@ -87,6 +87,7 @@ def canonical_type(type: TensorType) -> TensorType:
 
 
 NO_PARAMS = freeze_params({})
+_new = object.__new__
 
 
 class Node:
@@ -106,6 +107,7 @@ class Node:
     )
 
     def __init__(self, name, op, inputs=(), params=NO_PARAMS, type=None, value=None):
+        # (Graph.add_node sets these fields itself: keep the two in step)
         self.name: str = name
         self.op: str = op
         self.inputs: tuple[Node, ...] = inputs if inputs.__class__ is tuple else tuple(inputs)
@@ -214,7 +216,7 @@ class Graph:
     ) -> Node:
         """Append an op node (or place it just before node `before`); its type is given, or
         computed by the op's shape rule."""
-        inputs = tuple(inputs)
+        inputs = inputs if inputs.__class__ is tuple else tuple(inputs)
         params = freeze_params(params) if params else NO_PARAMS
         if type is None:  # (infer_type's cache lookup, inline: this runs once per traced op)
             if len(inputs) == 1:
@@ -225,10 +227,22 @@ class Graph:
                 key = (op, id(params), *[id(i.type) for i in inputs])
             found = _TYPES.get(key)
             type = found[0] if found is not None else infer_type(op, inputs, params)
-        node = Node(self._claim(name) if name else self.unique_name(op), op, inputs, params, type)
+        if name:
+            name = self._claim(name)
+        else:  # (unique_name's common case, inline: an op named before, and no clash)
+            entry = self._counters.get(op)
+            name = f"{entry[0]}{next(entry[1])}" if entry is not None else None
+            if name is None or name in self._names:
+                name = self.unique_name(op)
+            else:
+                self._names.add(name)
+        # Node(name, op, inputs, params, type) without the __init__ call (once per traced op)
+        node = _new(Node)
+        node.name, node.op, node.inputs, node.params, node.type = name, op, inputs, params, type
+        node.users, node.value, node.loc = [], None, None
         if before is not None:
             return self._append(node, before)
-        node.graph = self  # what _append does, inline: this runs once per traced op
+        node.graph = self  # what _append does, inline
         for i in inputs:
             i.users.append(node)
         self._nodes.append(node)
@@ -335,22 +349,24 @@ class Graph:
     def remove_nodes(self, nodes: Iterable[Node]) -> None:
         """Delete many nodes at once, each unused or used only by others among them (O(N))."""
         dead = nodes if isinstance(nodes, set) else set(nodes)
-        outputs = set(self.outputs)
-        touched = set()
-        for node in dead:
+        for node in dead:  # (checked before anything changes)
             if node.graph is not self or node.op in INPUT_KINDS:
                 raise AssertionError(f"%{node.name} is not an op node of graph {self.name!r}")
-            if node in outputs or not dead.issuperset(node.users):
+            if not dead.issuperset(node.users):
                 raise AssertionError(f"cannot remove %{node.name}: it is still used")
-            touched.update(node.inputs)
+        for node in self.outputs:
+            if node in dead:
+                raise AssertionError(f"cannot remove %{node.name}: it is still used")
         names = self._names
+        touched = set()
         for node in dead:
+            touched.update(node.inputs)
             names.discard(node.name)
             node.graph = None
             node.users = []
-        for value in touched:
-            if value.graph is self:
-                value.users = [u for u in value.users if u.graph is self]
+        touched -= dead
+        for value in touched:  # the live values that lose users
+            value.users = [u for u in value.users if u.graph is self]
         self._removed += len(dead)
 
     # ---- views ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from ..ops.registry import TensorType
 from ..tensor import Tensor, _as_tensor, apply, tracing
 from .graph import Graph, Node, collector_paused
 
+_new = object.__new__
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -40,6 +41,7 @@ def user_location() -> str:
 
 
 _INSIDE: dict[str, bool] = {}  # source file -> whether it is mytorch's own code
+_OWN_CLASSES: dict[type, bool] = {}  # Module class -> whether all its classes are mytorch's
 # (id of a code object, offset of its instruction) -> ((file, line), the code object, kept alive
 # so that its id stays its own). A traced loop makes its ops from the same few call sites every
 # step; a frame's f_lineno scans the code's line table from its start at every read.
@@ -152,6 +154,7 @@ class Tracer:
         # (the outermost mytorch frame of the last source-line walk, the user's frame above it)
         self._last_walk: tuple = (None, None)
         self._invariants: dict[tuple, Node] = {}  # see `record`
+        self._module_line: tuple[str, int] | None = None  # see `call_module`
 
     def note_created(self, t: Tensor) -> None:
         self._created[id(t)] = t
@@ -175,42 +178,35 @@ class Tracer:
             self._lifted[id(t)] = node
         return node
 
-    def record(self, op_name: str, args, params) -> TracerTensor:
-        """Record op `op_name` on `args` (stand-ins, concrete tensors or numbers) as a node.
+    def call_module(self, module, args: tuple, kwargs: dict):
+        """`module(*args, **kwargs)` while tracing (what `Module.__call__` does then).
 
-        This runs once per op of the traced program (T times per op of a T-step loop), so the
-        common case is kept short: stand-in inputs, a cached type, a lazily formatted location.
+        A module of mytorch's own (Linear, RNN, ...: every class of it defined in mytorch, its
+        forward not replaced) runs only mytorch code, so every op it records is at the line that
+        called it: found once here, instead of by a walk up the stack per op (`record`).
         """
-        graph = self.graph
-        inputs = []
-        invariant = True  # reads only parameters: the same value wherever the program makes it
-        for a in args:
-            if a.__class__ is TracerTensor and a.node.graph is graph:
-                inputs.append(a.node)
-                invariant = False
-            else:
-                node = self.lift(a if isinstance(a, Tensor) else _as_tensor(a))
-                inputs.append(node)
-                invariant = invariant and node.is_param
-        if invariant:
-            # `W.T` in a step of a T-step loop: recorded once, not T times (and `roll` has T
-            # fewer copies to fold). Ops are pure, so the first node is the value every time.
-            try:
-                key = (op_name, *inputs, *params.items())
-                node = self._invariants.get(key)
-            except TypeError:  # an unhashable param: recorded as usual
-                key = node = None
-            if node is not None:
-                return TracerTensor(node)
-        node = graph.add_node(op_name, inputs, params)
-        if invariant and key is not None:
-            self._invariants[key] = node
-        # The user's line that made it: the innermost frame outside mytorch, walked from the
-        # caller of `apply` (record's only caller: its frame object is never made, and each
-        # frame object the walk makes costs ~2k instructions). The walk stops at the outermost
+        cls = module.__class__
+        own = _OWN_CLASSES.get(cls)
+        if own is None:
+            own = _OWN_CLASSES[cls] = all(
+                c.__module__ == "mytorch" or c.__module__.startswith("mytorch.")
+                for c in cls.__mro__[:-1]
+            )
+        outer = self._module_line
+        if not own or "forward" in module.__dict__:  # user code runs: its ops walk for lines
+            self._module_line = None
+        elif outer is None:  # (inside another of mytorch's modules, its line is the line)
+            self._module_line = self._line(sys._getframe(2))  # (0: here, 1: __call__)
+        try:
+            return module.forward(*args, **kwargs)
+        finally:
+            self._module_line = outer
+
+    def _line(self, frame) -> tuple[str, int] | None:
+        """The user's line running `frame`: the innermost frame from it outside mytorch."""
+        # Each frame object the walk makes costs ~2k instructions, so it stops at the outermost
         # mytorch frame of the previous walk (a module's __call__, the compiler's frames: they
         # stay on the stack for many ops): the same frame has the same user frame above it.
-        frame = sys._getframe(2)
         boundary, above = self._last_walk
         inside = _INSIDE
         below = None
@@ -228,16 +224,64 @@ class Tracer:
                 break
             below = frame
             frame = frame.f_back
-        if frame is not None:
-            code = frame.f_code
-            found = _LOCATIONS.get((id(code), frame.f_lasti))
-            if found is None:
-                if len(_LOCATIONS) >= 4096:
-                    _LOCATIONS.clear()
-                loc = (code.co_filename, frame.f_lineno)
-                found = _LOCATIONS[id(code), frame.f_lasti] = (loc, code)
-            node.loc = found[0]
-        return TracerTensor(node)
+        if frame is None:
+            return None
+        code = frame.f_code
+        found = _LOCATIONS.get((id(code), frame.f_lasti))
+        if found is None:
+            if len(_LOCATIONS) >= 4096:
+                _LOCATIONS.clear()
+            loc = (code.co_filename, frame.f_lineno)
+            found = _LOCATIONS[id(code), frame.f_lasti] = (loc, code)
+        return found[0]
+
+    def record(self, op_name: str, args, params) -> TracerTensor:
+        """Record op `op_name` on `args` (stand-ins, concrete tensors or numbers) as a node.
+
+        This runs once per op of the traced program (T times per op of a T-step loop), so the
+        common case is kept short: stand-in inputs, a cached type, a lazily formatted location.
+        """
+        graph = self.graph
+        inputs = []
+        invariant = True  # reads only parameters: the same value wherever the program makes it
+        for a in args:
+            if a.__class__ is TracerTensor:
+                node = a.node
+                if node.graph is graph:
+                    inputs.append(node)
+                    invariant = False
+                    continue
+                node = None  # another graph's: `lift` says so
+            else:  # a tensor lifted before (`lift`'s first lookup; lifted tensors are kept
+                # alive, so no number passed here has the id of one)
+                node = self._lifted.get(id(a))
+            if node is None:
+                node = self.lift(a if isinstance(a, Tensor) else _as_tensor(a))
+            inputs.append(node)
+            invariant = invariant and node.op == "param"
+        if invariant:
+            # `W.T` in a step of a T-step loop: recorded once, not T times (and `roll` has T
+            # fewer copies to fold). Ops are pure, so the first node is the value every time.
+            try:
+                key = (op_name, *inputs, *params.items())
+                node = self._invariants.get(key)
+            except TypeError:  # an unhashable param: recorded as usual
+                key = node = None
+            if node is not None:
+                out = _new(TracerTensor)  # (TracerTensor(node) without the __init__ call)
+                out.node = node
+                return out
+        node = graph.add_node(op_name, inputs, params)
+        if invariant and key is not None:
+            self._invariants[key] = node
+        # The user's line that made it: the line that called a module of mytorch's own, or the
+        # innermost frame outside mytorch, walked to from the caller of `apply` (record's only
+        # caller, whose own frame object is so never made).
+        line = self._module_line
+        node.loc = line if line is not None else self._line(sys._getframe(2))
+        out = _new(TracerTensor)
+        out.node = node
+        return out
 
 
 def trace_call(fn, args, kwargs, *, name: str, param_names: dict[int, str]) -> TraceResult:

@@ -41,15 +41,15 @@ class Linear(Module):
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
             raise TypeError(f"{self!r} expects a Tensor, got {type(input).__name__}")
-        if input.ndim == 0 or input.shape[-1] != self.in_features:
+        shape = input.shape
+        if not shape or shape[-1] != self.in_features:
             raise ValueError(
-                f"{self!r} got input of shape {shape_str(input.shape)}; "
+                f"{self!r} got input of shape {shape_str(shape)}; "
                 f"its last dim must be in_features={self.in_features}"
             )
         out = input @ self.weight.T
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+        bias = self.bias
+        return out if bias is None else out + bias
 
     def extra_repr(self) -> str:
         return (

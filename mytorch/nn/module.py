@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+import mytorch.tensor as _tensor
 from mytorch.tensor import Tensor
 
 
@@ -224,7 +225,12 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing "forward"')
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        tracer = _tensor._tracer
+        if tracer is not None:  # (see Tracer.call_module: the source line of the module's ops)
+            return tracer.call_module(self, args, kwargs)
+        if kwargs:
+            return self.forward(*args, **kwargs)
+        return self.forward(*args)  # (without an empty dict to unpack: the common call)
 
     # ---- state ---------------------------------------------------------------------------
 

@@ -126,19 +126,17 @@ def _number_steps(graph: Graph, slices: dict[Node, int], count: int):
 
     This runs over every node of a long traced graph, so it keeps to dict lookups per input.
     """
-    step: dict[Node, int] = {}
+    step: dict[Node, int] = dict(slices)  # (the slices leave it at the end: one lookup here)
     states: list[Node | None] = [None] * count
     stacks: list[Node] = []  # stacks of a value from every step (candidates to batch)
     for node in graph.nodes:
-        if node in slices:
+        if node in step:  # a slice (no other node is numbered before it is reached)
             continue
         lo = hi = None
         for i in node.inputs:
             s = step.get(i)
             if s is None:
-                s = slices.get(i)
-                if s is None:
-                    continue
+                continue
             if s == _EPILOGUE:
                 lo, hi = 0, count
                 break
@@ -158,11 +156,13 @@ def _number_steps(graph: Graph, slices: dict[Node, int], count: int):
         step[node] = hi
         if lo < hi:  # it reads step hi - 1: that value is the state between the two steps
             for i in node.inputs:
-                if step.get(i) == lo:
+                if step.get(i) == lo and i not in slices:
                     if states[hi] is None:
                         states[hi] = i
                     elif states[hi] is not i:
                         return "more than one value flows from a step to the next"
+    for node in slices:
+        del step[node]
     if states[1] is None or states[2] is None:
         return "the steps are independent: no state flows from one to the next"
     _sink(graph, step, slices, states)
@@ -259,7 +259,8 @@ class _Matcher:
         """Step t's copy, found from its state (the value step t+1 reads) back to its inputs.
 
         This runs for every step of a long loop: the common cases are inline."""
-        template, all_roles = self.template, self.roles
+        template, all_roles, slices = self.template, self.roles, self.slices
+        state = self.states[t]  # the state step t reads
         body: list = [None] * len(template)
         body[-1] = carry
         taken = {carry}
@@ -285,10 +286,10 @@ class _Matcher:
                         taken.add(value)
                         continue
                 elif role is _X:
-                    if self.slices.get(value) == t:
+                    if slices.get(value) == t:
                         continue
                 elif role is _H and t:
-                    if value is self.states[t]:
+                    if value is state:
                         continue
                 elif self._input_ok(t, role, value, body):
                     continue
@@ -384,27 +385,14 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
     # Stacks of every step's work on its state become that work on all the states at once (a
     # stack of the states themselves is the loop), before anything reads loop[t].
     states = {carry: (loop, t) for t, carry in enumerate(steps.carries)}
-    gone = []  # what dies besides the steps: the stacks batched, unused work on the states
     for stack in steps.stacks:
         if stack.params["dim"] == 0 and stack.graph is graph:
             batched = batch_stack(graph, stack, states)
             if batched is not None:
                 graph.replace_all_uses(stack, batched)
-                gone.append(stack)
-    dead.update(gone)
+                dead.add(stack)
     outputs = set(graph.outputs)
-    gone += _unused(steps.carries, dead, outputs)
-    # Their inputs may die with them, and so may what the steps read from outside (xs[t], the
-    # W.T each step makes).
-    pending = [i for node in gone for i in node.inputs]
-    outer = [  # (template position, input position) of those reads: the same in every step
-        (j, k)
-        for j, roles in enumerate(steps.roles)
-        for k, role in enumerate(roles)
-        if role is _X or (role is not _H and role.__class__ is not int)
-    ]
-    pending += [body[j].inputs[k] for body in steps.bodies for j, k in outer]
-    _add_dead_inputs(dead, outputs, pending)
+    _sweep(graph, steps.carries, dead, outputs)
     # Whatever else reads a step's state reads loop[t].
     for t, carry in enumerate(steps.carries):
         outside = [u for u in carry.users if u not in dead]
@@ -420,46 +408,36 @@ def _roll(graph: Graph, xs: Node, steps: _Steps) -> None:
     graph.remove_nodes(dead)
 
 
-def _unused(carries: list[Node], dead: set[Node], outputs: set[Node]) -> list[Node]:
-    """The per-step work on the states that nothing uses (in a loop that returns only its last
-    output, every earlier step's output projection), added to `dead` and returned."""
-    found = []
-    pending = [(u, False) for carry in carries for u in carry.users if u not in dead]
-    seen: set[Node] = set()
-    while pending:  # users before the node (no recursion)
-        node, done = pending.pop()
-        if done:
-            if node not in outputs and dead.issuperset(node.users) and is_pure(node):
-                dead.add(node)
-                found.append(node)
-            continue
-        if node in seen or node in dead:
-            continue
-        seen.add(node)
-        pending.append((node, True))
-        pending.extend((u, False) for u in node.users)
-    return found
+def _sweep(graph: Graph, carries: list[Node], dead: set[Node], outputs: set[Node]) -> None:
+    """Add to `dead` the pure values that only dead values use: the per-step work on the states
+    that nothing uses (in a loop that returns only its last output, every earlier step's output
+    projection), the xs[t] and the `W.T` the steps read, and what only those read.
 
-
-def _add_dead_inputs(dead: set[Node], outputs: set[Node], pending: list[Node]) -> None:
-    """Add to `dead` the pure values among `pending` (and their inputs, and so on) that only
-    dead nodes use."""
-    # A shared value (W.T, recorded once) has a user per step and comes back here each time one
-    # of them dies: its users before `scanned[node]` are known dead (dead only grows), so each
-    # user is looked at once, not once per step.
-    scanned: dict[Node, int] = {}
+    One pass over the graph, users before inputs, so each value's users are decided before it:
+    a value dies when it has users and all are dead, or has none and is work on a state."""
+    on_states = set()  # what reads a state, directly or not (work with no users dies with them)
+    pending = [u for carry in carries for u in carry.users if u not in dead]
     while pending:
         node = pending.pop()
-        if node in dead or node in outputs or not is_pure(node):
+        if node not in on_states and node not in dead:
+            on_states.add(node)
+            pending.extend(node.users)
+    # The node list as traced, without the compaction `graph.nodes` would do first: the nodes
+    # placed `before=` others since (the loop, loop[t]) are live, and removed ones are skipped.
+    nodes = graph._nodes
+    for k in range(len(nodes) - 1, -1, -1):
+        node = nodes[k]
+        if node in dead:
             continue
-        users, k = node.users, scanned.get(node, 0)
-        while k < len(users) and users[k] in dead:
-            k += 1
-        if k < len(users):
-            scanned[node] = k
-        else:
+        users = node.users
+        if (
+            (users or node in on_states)
+            and node.graph is graph
+            and dead.issuperset(users)
+            and node not in outputs
+            and is_pure(node)
+        ):
             dead.add(node)
-            pending.extend(node.inputs)
 
 
 def _make_body(steps: _Steps) -> tuple[Graph, list[Node]]:

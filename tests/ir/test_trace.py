@@ -193,6 +193,38 @@ def test_ops_made_deep_inside_mytorch_get_the_line_that_called_into_it():
     assert lines == [first] * 3 + [second] * 2 + [third] * (len(lines) - 5)
 
 
+def test_user_code_inside_a_module_call_gets_its_own_lines():
+    # (The lines are what walking the stack from each op gives: a module of mytorch's own
+    # records its ops at the line that called it without the walk.)
+    class Scaled(nn.Linear):  # a user's subclass: its forward is user code
+        def forward(self, x):
+            return super().forward(x) * 2  # tag:subclass-line
+
+    class Double(nn.Module):
+        def forward(self, x):
+            return x + x  # tag:user-module-line
+
+    model = nn.Sequential(nn.Linear(2, 2), Double(), Scaled(2, 2))
+
+    def fn(x):
+        return model(x)  # tag:model-line
+
+    graph = mytorch.trace(fn, mytorch.randn(3, 2))
+    tags = ("model", "user-module", "subclass")
+    model_line, user, sub = (line_of(f"# tag:{t}-line") for t in tags)
+    lines = [(node.op, node.loc[1]) for node in graph.nodes if node.loc]
+    assert lines == [
+        ("transpose", model_line),
+        ("matmul", model_line),
+        ("add", model_line),
+        ("add", user),
+        ("transpose", sub),
+        ("matmul", sub),
+        ("add", sub),
+        ("mul", sub),
+    ]
+
+
 def test_trace_returns_a_verified_graph_with_outputs_in_order():
     def f(x):
         return x.tanh(), x.sum(), x
