@@ -15,7 +15,8 @@ k-major, which for a parameter is a copy kept between calls (see `GraphLowering.
 A plain row-major B goes into panels first when many rows of A use it (`prefers_panels`).
 Vector width comes from the host's features (AVX-512, AVX2, or a generic 4 lanes). Each C element
 sums its products in an order fixed at compile time. Leftover rows, columns and k steps use
-smaller tiles, masked vectors or scalar code.
+smaller tiles, masked vectors or scalar code. Each tile shape's code appears once in a kernel:
+blocks of rows or k steps of two lengths share it in one loop, the lengths picked at run time.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ KC_PACKED = 128
 PACKED_B_BYTES = 256 * 1024
 # Rows of A from which a product with a plain row-major B copies B into panels first
 PANEL_MIN_ROWS = 128
+# A last row tile moved back over the tile before it may redo 1/OVERLAP_ROWS of a block's rows
+# (`_overlaps`)
+OVERLAP_ROWS = 64
 # Up to this size of B, running k backwards on alternate calls leaves much of B in L1 (48 KiB)
 L1_REUSE_BYTES = 96 * 1024
 
@@ -375,19 +379,90 @@ def _row_tiles(total: int, mr: int):
     return runs + [(big * mr, mr - 1, small)]
 
 
-def _run_blocks(k: KernelBuilder, runs, body, name: str) -> None:
-    """body(start, length) over `runs` of (start, length, count): a runtime loop for a run of
-    several blocks (from `start`, 0 when None), straight code for one."""
-    for start, length, count in runs:
-        first = start or 0
-        if count == 1:
-            body(ir.Constant(I64, first), length)
-        else:
+def _each_block(k: KernelBuilder, runs, body, name: str) -> None:
+    """body(start, pick) for every block of `runs` ((start, length, count) from `_tiles` or
+    `_row_blocks`: blocks of one length, then perhaps one of another), with ONE copy of body's
+    code: a runtime loop over the blocks, where a copy per block length would repeat the
+    kernel's whole inner code (and LLVM's time on it). `pick(f)` is f(length) for the block at
+    hand, f giving an int: that int where every block gives it, else an i64 value (a select on
+    whether this is the last block)."""
+    lengths = [length for _, length, _ in runs]
+    blocks = sum(count for _, _, count in runs)
+    bld = k.builder
 
-            def run(i, n=length, first=first):
-                return body(_add(k, k.builder.mul(i, ir.Constant(I64, n)), first), n)
+    def run(index, last):
+        def pick(f):
+            values = {f(n) for n in lengths}
+            if len(values) == 1:
+                return values.pop()
+            return bld.select(
+                last, ir.Constant(I64, f(lengths[-1])), ir.Constant(I64, f(lengths[0]))
+            )
 
-            k.loop(count, run, name)
+        body(bld.mul(index, ir.Constant(I64, runs[0][1])), pick)
+
+    if blocks == 1:
+        start = runs[0][0] or 0
+        body(ir.Constant(I64, start), lambda f: f(lengths[0]))
+        return
+    k.loop(
+        blocks,
+        lambda i: run(i, bld.icmp_unsigned("==", i, ir.Constant(I64, blocks - 1))),
+        name,
+    )
+
+
+def _repeat(k: KernelBuilder, count, body, name: str) -> None:
+    """body(i) for i < count (an int or an i64 value): straight code for a count of 1."""
+    if count == 1:
+        body(ir.Constant(I64, 0))
+    elif count != 0:
+        k.loop(count, body, name)
+
+
+def _overlaps(total: int, mr: int) -> bool:
+    """Whether `total` rows run as tiles of mr rows only, the last one moved back over rows the
+    one before it did (`_row_tile_runs`): where that redoes few rows. A tile of mr rows costs
+    about as much as one of mr - 1 (the same vectors of B, a few more FMAs), so with few rows
+    redone it costs little more than `_row_tiles`' mix, and its code has one tile's size, not
+    two (an input projection over T = 1,000 steps: 1,002 rows' work for 1,000)."""
+    return total >= mr and -total % mr * OVERLAP_ROWS <= total
+
+
+def _row_tile_runs(k: KernelBuilder, lengths, pick, mr: int, body, overlap=False) -> None:
+    """body(start, rows) over the row tiles (`_row_tiles`) of a row block of one of `lengths`
+    rows (`pick` tells which, see `_each_block`): one loop per tile height, its count and
+    first row picked per block. With `overlap` (only where a tile computes its rows from
+    scratch, so that doing a row twice gives the same bits), rows that `_overlaps` take tiles
+    of mr rows, the last one moved back to end at the block's end."""
+    plans = {
+        n: [(None, mr, -(-n // mr))] if overlap and _overlaps(n, mr) else _row_tiles(n, mr)
+        for n in lengths
+    }
+    heights = sorted({rows for plan in plans.values() for _, rows, _ in plan}, reverse=True)
+    bld = k.builder
+    moved = overlap and any(_overlaps(n, mr) and n % mr for n in lengths)
+    if moved:  # the first row of a block's last tile
+        ends = _i64(pick(lambda n: n - mr if _overlaps(n, mr) else n))
+
+    def of(height, what):
+        def f(n):
+            runs = [run for run in plans[n] if run[1] == height]
+            return (runs[0][0] or 0 if what == "start" else runs[0][2]) if runs else 0
+
+        return f
+
+    for height in heights:
+        first = pick(of(height, "start"))
+
+        def tile(i, height=height, first=first):
+            start = bld.mul(i, ir.Constant(I64, height))
+            start = _add(k, start, first) if isinstance(first, int) else bld.add(start, first)
+            if moved and height == mr:
+                start = bld.select(bld.icmp_unsigned(">", start, ends), ends, start)
+            body(start, height)
+
+        _repeat(k, pick(of(height, "count")), tile, "mi")
 
 
 def _add(k: KernelBuilder, x: ir.Value, i) -> ir.Value:
@@ -545,22 +620,30 @@ def _axpy_kernel(
         _finish_all(k, c, activation, epilogue)
         return
     zero = ir.Constant(_vec_type(c.dtype, lanes), None)
+    # A tile's k steps: its k block's, an int, or an i64 value where blocks of two lengths
+    # share the tile's code (`_each_block`).
+    kblock = min(depth, kc)
+    klengths = {kblock, depth % kblock or kblock}
 
     def tile(i0, rows, j0, width, k0, steps, bp: View, bj0, bk0=None, first=None):
-        """C[i0:i0+rows, j0:j0+width] from A's k steps k0 on and from bp's from bk0 (k0 by
-        default) on and its columns from bj0 on, starting from `source` (only where `first`, an
-        i1, holds, if given; c's own values elsewhere)."""
+        """C[i0:i0+rows, j0:j0+width] from A's k steps k0 on (`steps` of them, an int or an
+        i64 value) and from bp's from bk0 (k0 by default) on and its columns from bj0 on,
+        starting from `source` (only where `first`, an i1, holds, if given; c's own values
+        elsewhere)."""
         bk0 = k0 if bk0 is None else bk0
         counts = [min(lanes, width - v) for v in range(0, width, lanes)]
         nvec = len(counts)
         cols = [_add(k, j0, v * lanes) for v in range(nvec)]
         bcols = [_add(k, bj0, v * lanes) for v in range(nvec)]
         tile_size = rows * nvec
-        split = max(1, min(4, steps, max_accumulators() // tile_size))
+        split = max(1, min(4, max(klengths), max_accumulators() // tile_size))
+        if isinstance(steps, int):
+            split = min(split, steps)
 
         def kstep(p, accs):
             if reverse is not None:
-                p = bld.select(reverse, bld.sub(ir.Constant(I64, steps - 1), p), p)
+                last = _i64(steps - 1) if isinstance(steps, int) else bld.sub(steps, _i64(1))
+                p = bld.select(reverse, bld.sub(last, p), p)
             pb = bld.add(p, bk0)
             p = bld.add(p, k0)
             bvs = [_vload_n(k, bp, [pb, bcols[v]], lanes, counts[v]) for v in range(nvec)]
@@ -587,11 +670,26 @@ def _axpy_kernel(
         start = starts(source)
         if first is not None and source is not c:
             start = [bld.select(first, x, y) for x, y in zip(start, starts(c), strict=True)]
-        groups, rest = divmod(steps, split)
-        accs = k.loop_carry(groups, start + [zero] * (tile_size * (split - 1)), group, "p")
-        sums = [accs[s * tile_size : (s + 1) * tile_size] for s in range(split)]
-        for s in range(rest):
-            sums[0] = kstep(ir.Constant(I64, groups * split + s), sums[0])
+        accs = start + [zero] * (tile_size * (split - 1))
+        if isinstance(steps, int):
+            groups, rest = divmod(steps, split)
+            accs = k.loop_carry(groups, accs, group, "p")
+            sums = [accs[s * tile_size : (s + 1) * tile_size] for s in range(split)]
+            for s in range(rest):
+                sums[0] = kstep(ir.Constant(I64, groups * split + s), sums[0])
+        else:
+            size = ir.Constant(I64, split)
+            groups = bld.udiv(steps, size)
+            accs = k.loop_carry(groups, accs, group, "p")
+            sums = [accs[s * tile_size : (s + 1) * tile_size] for s in range(split)]
+            if any(n % split for n in klengths):
+                done = bld.mul(groups, size)
+                sums[0] = k.loop_carry(
+                    bld.urem(steps, size),
+                    sums[0],
+                    lambda s, acc: kstep(bld.add(done, s), acc),
+                    "pr",
+                )
         while len(sums) > 1:  # add the independent sums pairwise
             pairs = zip(sums[0::2], sums[1::2], strict=False)
             sums = [[bld.fadd(x, y) for x, y in zip(p, q, strict=True)] for p, q in pairs] + (
@@ -621,8 +719,12 @@ def _axpy_kernel(
     # Rows of A per block: a block of A (rows x KC) stays in L2 while every panel of B uses it.
     mc = max(mr, L2_BLOCK_BYTES // (min(depth, kc) * c.dtype.itemsize) // mr * mr)
 
-    def k_block(k0, steps):
-        def row_block(i1, block_rows):
+    row_blocks = _row_blocks(m, mc)
+
+    def k_block(k0, kpick):
+        steps = kpick(lambda n: n)
+
+        def row_block(i1, pick):
             def panel(j0, width):
                 if panels:
                     q = bld.udiv(j0, ir.Constant(I64, nv * lanes))
@@ -633,13 +735,14 @@ def _axpy_kernel(
                 def row_tile(i0, rows):
                     tile(bld.add(i1, i0), rows, j0, width, k0, steps, bp, bj0)
 
-                _run_blocks(k, _row_tiles(block_rows, mr), row_tile, "mi")
+                lengths = [n for _, n, _ in row_blocks]
+                _row_tile_runs(k, lengths, pick, mr, row_tile, overlap=source is not c)
 
             _blocked(k, n, nv * lanes, panel, "nv")
 
-        _run_blocks(k, _row_blocks(m, mc), row_block, "mb")
+        _each_block(k, row_blocks, row_block, "mb")
 
-    _blocked(k, depth, kc, k_block, "kb")
+    _each_block(k, _tiles(depth, kc), k_block, "kb")
 
 
 def _packed_blocks(k: KernelBuilder, a: View, b: View, c: View, tile, mr: int, width: int) -> None:
@@ -655,30 +758,45 @@ def _packed_blocks(k: KernelBuilder, a: View, b: View, c: View, tile, mr: int, w
     mc = max(mr, L2_BLOCK_BYTES // (kc * size) // mr * mr)  # a block of A's rows stays in L2
     buffer = _stack_buffer(k, c.dtype, kc * nc)
     zero = ir.Constant(I64, 0)
+    row_blocks = _row_blocks(m, mc)
 
-    def column_block(j1, cols):
-        def k_block(k0, steps):
+    def column_block(j1, cpick):
+        # whole panels, then one of the last columns in the last block
+        panels = cpick(lambda cols: cols // width)
+        rest = cpick(lambda cols: int(cols % width > 0))
+
+        def k_block(k0, kpick):
+            steps = kpick(lambda n: n)
             first = bld.icmp_unsigned("==", k0, zero)
-            _pack_panels(k, b, k0, steps, j1, cols, width, buffer)
+            _pack_panels(k, b, k0, steps, j1, panels, rest, n % width, width, buffer)
 
-            def row_block(i1, rows):
+            def row_block(i1, pick):
                 def panel(j0, w):
-                    start = bld.mul(j0, ir.Constant(I64, steps))  # panel j0 / width
-                    bp = View(buffer, start, (steps, width), (width, 1), c.dtype)
+                    start = bld.mul(j0, _i64(steps))  # panel j0 / width
+                    bp = View(buffer, start, (kc, width), (width, 1), c.dtype)
 
                     def row_tile(i0, r):
                         i, j = bld.add(i1, i0), bld.add(j1, j0)
                         tile(i, r, j, w, k0, steps, bp, zero, zero, first)
 
-                    _run_blocks(k, _row_tiles(rows, mr), row_tile, "mi")
+                    _row_tile_runs(k, [n for _, n, _ in row_blocks], pick, mr, row_tile)
 
-                _blocked(k, cols, width, panel, "nv")
+                _repeat(
+                    k, panels, lambda q: panel(bld.mul(q, ir.Constant(I64, width)), width), "nv"
+                )
+                if n % width:
+                    at = bld.mul(_i64(panels), ir.Constant(I64, width))
+                    _repeat(k, rest, lambda _: panel(at, n % width), "nr")
 
-            _run_blocks(k, _row_blocks(m, mc), row_block, "mb")
+            _each_block(k, row_blocks, row_block, "mb")
 
-        _blocked(k, depth, kc, k_block, "kb")
+        _each_block(k, _tiles(depth, kc), k_block, "kb")
 
-    _blocked(k, n, nc, column_block, "nb")
+    _each_block(k, _tiles(n, nc), column_block, "nb")
+
+
+def _i64(value) -> ir.Value:
+    return ir.Constant(I64, value) if isinstance(value, int) else value
 
 
 def _stack_buffer(k: KernelBuilder, dtype, count: int) -> ir.Value:
@@ -695,12 +813,12 @@ def _stack_buffer(k: KernelBuilder, dtype, count: int) -> ir.Value:
     return buffer
 
 
-def _pack_panels(k: KernelBuilder, b: View, k0, steps: int, j1, cols: int, width: int, dst):
-    """Copy B[k0:k0+steps, j1:j1+cols] (rows contiguous) into panels at dst: panel q holds
-    columns q*width on as (steps, width) (the last one's columns past `cols` unused)."""
+def _pack_panels(k: KernelBuilder, b: View, k0, steps, j1, full, rest, last: int, width: int, dst):
+    """Copy B[k0:k0+steps, j1:...] (rows contiguous) into panels at dst: `full` panels of
+    `width` columns, then `rest` (0 or 1) of `last` columns; panel q holds columns q*width on as
+    (steps, width) (the last one's columns past `last` unused). Counts are ints or i64 values."""
     bld = k.builder
     lanes = vector_width(b.dtype)
-    full, rest = divmod(cols, width)
 
     def panel(q, w: int):
         counts = [min(lanes, w - v) for v in range(0, w, lanes)]
@@ -709,7 +827,7 @@ def _pack_panels(k: KernelBuilder, b: View, k0, steps: int, j1, cols: int, width
             row = bld.add(k0, p)
             out = View(
                 dst,
-                bld.mul(bld.add(bld.mul(q, ir.Constant(I64, steps)), p), ir.Constant(I64, width)),
+                bld.mul(bld.add(bld.mul(q, _i64(steps)), p), ir.Constant(I64, width)),
                 (width,),
                 (1,),
                 b.dtype,
@@ -723,9 +841,9 @@ def _pack_panels(k: KernelBuilder, b: View, k0, steps: int, j1, cols: int, width
 
         k.loop(steps, step, "pb")
 
-    k.loop(full, lambda q: panel(q, width), "pq")
-    if rest:
-        panel(ir.Constant(I64, full), rest)
+    _repeat(k, full, lambda q: panel(q, width), "pq")
+    if last:
+        _repeat(k, rest, lambda _: panel(_i64(full), last), "pr")
 
 
 def _activate(
