@@ -209,6 +209,20 @@ def accumulate(
     _finish_all(k, c, activation, epilogue)
 
 
+def accumulate_steps(k: KernelBuilder, a: View, b: View, c: View, init, total: ir.Value) -> None:
+    """c = (init or c) + a @ b over `total` k steps, an i64 value: a and b are seen with their k
+    dim one unit long (a.shape[1]; total a multiple of it). One kernel then serves every
+    sequence length in a weight gradient X.T @ G over T * batch steps: A read down its columns,
+    B with contiguous rows. Its k blocks are counted at run time and share one copy of each
+    tile's code."""
+    unit = a.shape[1]
+    assert a.strides[0] == 1 and b.strides[1] == 1 and KC_PACKED % unit == KC_ROWS % unit == 0
+    if init is not None and not (init.strides[-1] in (0, 1) or init.shape[-1] == 1):
+        copy(k, init.broadcast_to(c.shape), c)
+        init = None
+    _axpy_kernel(k, a, b, c, init, total=total)
+
+
 @dataclass(frozen=True)
 class Activation:
     """A nonlinearity for a product's epilogue: `emit(builder, value)` on a scalar or a vector;
@@ -593,13 +607,15 @@ def _axpy_kernel(
     activation=None,
     reverse=None,
     epilogue=None,
+    total=None,
 ) -> None:
     """Cache-blocked: for each block of KC k-steps and each panel of B columns (which then stays
     in cache), every MR-row tile of C accumulates in registers. Few rows (a matrix-vector
     product) leave registers free: independent sums over interleaved k steps use them, so the
     FMAs do not wait on each other. A last partial vector of columns is masked. With `_packs`,
     the blocks of B are copies (`_packed_blocks`), and `init` starts the first k block. An
-    `epilogue` ends each tile's sums in registers (its operands' tiles read then)."""
+    `epilogue` ends each tile's sums in registers (its operands' tiles read then). `total`: k
+    steps counted at run time (`accumulate_steps`), in blocks of whole units of a.shape[1]."""
     m, depth = a.shape
     n = c.shape[1]
     lanes = vector_width(c.dtype)
@@ -612,8 +628,9 @@ def _axpy_kernel(
     assert activation is None or (depth <= kc and not packs), "fused only in one k block"
     assert epilogue is None or (depth <= kc and not packs), "fused only in one k block"
     assert init is None or depth <= kc or packs, "fused only in one k block"
+    assert total is None or (activation is None and epilogue is None)
     source = c if init is None else init.broadcast_to(c.shape)
-    if depth * n * c.dtype.itemsize > L1_REUSE_BYTES or packs:
+    if depth * n * c.dtype.itemsize > L1_REUSE_BYTES or packs or total is not None:
         reverse = None  # the next step would not find enough of B in L1 anyway
     if depth == 0:
         copy(k, source, c)
@@ -621,9 +638,26 @@ def _axpy_kernel(
         return
     zero = ir.Constant(_vec_type(c.dtype, lanes), None)
     # A tile's k steps: its k block's, an int, or an i64 value where blocks of two lengths
-    # share the tile's code (`_each_block`).
-    kblock = min(depth, kc)
+    # share the tile's code (`_each_block`) or their number comes at run time (`total`).
+    kblock = min(depth, kc) if total is None else kc
     klengths = {kblock, depth % kblock or kblock}
+    if total is not None:
+        klengths = set(range(depth, kc + 1, depth))
+
+    def k_blocks(body) -> None:
+        """body(k0, steps) for each k block, `steps` an int or an i64 value."""
+        if total is None:
+            _each_block(k, _tiles(depth, kc), lambda k0, pick: body(k0, pick(lambda n: n)), "kb")
+            return
+        size = ir.Constant(I64, kc)
+        count = bld.udiv(bld.add(total, ir.Constant(I64, kc - 1)), size)
+
+        def block(i):
+            k0 = bld.mul(i, size)
+            left = bld.sub(total, k0)
+            body(k0, bld.select(bld.icmp_unsigned("<", left, size), left, size))
+
+        k.loop(count, block, "kb")
 
     def tile(i0, rows, j0, width, k0, steps, bp: View, bj0, bk0=None, first=None):
         """C[i0:i0+rows, j0:j0+width] from A's k steps k0 on (`steps` of them, an int or an
@@ -713,16 +747,20 @@ def _axpy_kernel(
             _activate(k, c, i0, rows, j0, counts, activation, backwards)
 
     if packs:
-        _packed_blocks(k, a, b, c, tile, mr, nv * lanes)
+        _packed_blocks(
+            k, a, c, tile, mr, nv * lanes, kblock, k_blocks, lambda *x: _pack_panels(k, b, *x)
+        )
         return
 
     # Rows of A per block: a block of A (rows x KC) stays in L2 while every panel of B uses it.
-    mc = max(mr, L2_BLOCK_BYTES // (min(depth, kc) * c.dtype.itemsize) // mr * mr)
+    mc = max(mr, L2_BLOCK_BYTES // (kblock * c.dtype.itemsize) // mr * mr)
 
     row_blocks = _row_blocks(m, mc)
+    # With k blocks counted at run time, the first starts from `init`, the others from c.
+    first = total is not None and init is not None
 
-    def k_block(k0, kpick):
-        steps = kpick(lambda n: n)
+    def k_block(k0, steps):
+        starts = bld.icmp_unsigned("==", k0, ir.Constant(I64, 0)) if first else None
 
         def row_block(i1, pick):
             def panel(j0, width):
@@ -733,26 +771,29 @@ def _axpy_kernel(
                     bp, bj0 = b, j0
 
                 def row_tile(i0, rows):
-                    tile(bld.add(i1, i0), rows, j0, width, k0, steps, bp, bj0)
+                    tile(bld.add(i1, i0), rows, j0, width, k0, steps, bp, bj0, first=starts)
 
                 lengths = [n for _, n, _ in row_blocks]
-                _row_tile_runs(k, lengths, pick, mr, row_tile, overlap=source is not c)
+                overlap = source is not c and not first
+                _row_tile_runs(k, lengths, pick, mr, row_tile, overlap=overlap)
 
             _blocked(k, n, nv * lanes, panel, "nv")
 
         _each_block(k, row_blocks, row_block, "mb")
 
-    _each_block(k, _tiles(depth, kc), k_block, "kb")
+    k_blocks(k_block)
 
 
-def _packed_blocks(k: KernelBuilder, a: View, b: View, c: View, tile, mr: int, width: int) -> None:
+def _packed_blocks(
+    k: KernelBuilder, a: View, c: View, tile, mr: int, width: int, kc: int, k_blocks, pack
+) -> None:
     """The axpy kernel's loops on copies of B (the BLIS scheme, A in place): for each block of
-    B's columns and of KC_PACKED k steps, B's block is copied into panels of `width` columns on
-    the stack; each panel then meets every row tile, read as one stream from L1."""
-    m, depth = a.shape
+    B's columns and of `kc` k steps (`k_blocks`), B's block is copied (`pack`:
+    `_pack_panels`) into panels of `width` columns on the stack; each panel then meets every row
+    tile, read as one stream from L1."""
+    m = a.shape[0]
     n = c.shape[1]
     bld = k.builder
-    kc = min(depth, KC_PACKED)
     size = c.dtype.itemsize
     nc = width * max(1, min(-(-n // width), PACKED_B_BYTES // (kc * width * size)))
     mc = max(mr, L2_BLOCK_BYTES // (kc * size) // mr * mr)  # a block of A's rows stays in L2
@@ -765,10 +806,9 @@ def _packed_blocks(k: KernelBuilder, a: View, b: View, c: View, tile, mr: int, w
         panels = cpick(lambda cols: cols // width)
         rest = cpick(lambda cols: int(cols % width > 0))
 
-        def k_block(k0, kpick):
-            steps = kpick(lambda n: n)
+        def k_block(k0, steps):
             first = bld.icmp_unsigned("==", k0, zero)
-            _pack_panels(k, b, k0, steps, j1, panels, rest, n % width, width, buffer)
+            pack(k0, steps, j1, panels, rest, n % width, width, buffer)
 
             def row_block(i1, pick):
                 def panel(j0, w):
@@ -790,7 +830,7 @@ def _packed_blocks(k: KernelBuilder, a: View, b: View, c: View, tile, mr: int, w
 
             _each_block(k, row_blocks, row_block, "mb")
 
-        _each_block(k, _tiles(depth, kc), k_block, "kb")
+        k_blocks(k_block)
 
     _each_block(k, _tiles(n, nc), column_block, "nb")
 

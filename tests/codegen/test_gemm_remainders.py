@@ -20,6 +20,8 @@ from tests.codegen.test_llvm_kernels import (
 from tests.codegen.test_llvm_kernels import (
     test_products_of_a_transposed_a_on_copies_match_references as packed_case,
 )
+from tests.codegen.test_llvm_shared import run_both, sequence_loss
+from tests.ir.programs import RNN
 
 F32 = np.float32
 MR = 6  # the row tile of a 4-vector panel on AVX-512 (8 lanes: 3; 4 lanes: 6)
@@ -150,3 +152,27 @@ def test_rnn_steps_of_moved_back_tiles_match_references(monkeypatch, batch, asse
     _, fn, inputs = rnn_case((7, 40, 5, batch, 3))
     check_against_references(fn, inputs, assert_outputs_same, what=f"B={batch}")
     assert batch in moved
+
+
+@pytest.mark.parametrize("hidden,batch", [(70, 64), (24, 16), (130, 48)])
+def test_weight_gradients_over_any_number_of_steps_match_references(
+    monkeypatch, hidden, batch, assert_same
+):
+    """A weight gradient X.T @ G over T * batch k steps (`gemm.accumulate_steps`) counts its k
+    blocks at run time: fewer steps than a block, whole blocks, a shorter last one; on copies of
+    B's blocks (rows of A >= 64) and on B in place. One kernel serves every T."""
+    made = []
+    original = gemm.accumulate_steps
+    monkeypatch.setattr(
+        gemm, "accumulate_steps", lambda k, a, *rest: made.append(a.shape) or original(k, a, *rest)
+    )
+    mytorch.manual_seed(hidden)
+    rnn = RNN(5, hidden, 3)
+    fn = sequence_loss(rnn, batch)
+    native = mytorch.compile(fn, backend="llvm")
+    interpreted = mytorch.compile(fn, backend="numpy")
+    for steps in (1, 2, 3, 5, 9):
+        got, want = run_both(rnn, (native, interpreted), steps, batch, seed=steps)
+        for k, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same(g, w, what=f"T={steps} output {k}")
+    assert any(rows >= 64 for rows, _ in made) == (hidden >= 64), made
