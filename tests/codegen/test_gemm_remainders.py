@@ -1,7 +1,8 @@
 """The axpy kernel's remainders: rows that are no multiple of the row tile (whole tiles, tiles of
 mr - 1, a last tile moved back over rows already done), row blocks and k blocks of two lengths
-sharing one copy of the tile code. Against the numpy interpreter and eager mode; and a product's
-code does not grow with its rows' remainder."""
+sharing one copy of the tile code, weight gradients whose k blocks are counted at run time. Against
+the numpy interpreter and eager mode; and a product's code does not grow with its rows' remainder.
+"""
 
 from __future__ import annotations
 
