@@ -15,7 +15,8 @@ k-major, which for a parameter is a copy kept between calls (see `GraphLowering.
 A plain row-major B goes into panels first when many rows of A use it (`prefers_panels`).
 Vector width comes from the host's features (AVX-512, AVX2, or a generic 4 lanes). Each C element
 sums its products in an order fixed at compile time. Leftover rows, columns and k steps use
-smaller tiles, masked vectors or scalar code.
+smaller tiles, masked vectors or scalar code. Each tile shape's code appears once in a kernel:
+blocks of rows or k steps of two lengths share it in one loop, the lengths picked at run time.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ KC_PACKED = 128
 PACKED_B_BYTES = 256 * 1024
 # Rows of A from which a product with a plain row-major B copies B into panels first
 PANEL_MIN_ROWS = 128
+# A last row tile moved back over the tile before it may redo 1/OVERLAP_ROWS of a block's rows
+# (`_overlaps`)
+OVERLAP_ROWS = 64
 # Up to this size of B, running k backwards on alternate calls leaves much of B in L1 (48 KiB)
 L1_REUSE_BYTES = 96 * 1024
 
@@ -203,6 +207,20 @@ def accumulate(
     else:
         scalar_kernel(k, a, b, c)
     _finish_all(k, c, activation, epilogue)
+
+
+def accumulate_steps(k: KernelBuilder, a: View, b: View, c: View, init, total: ir.Value) -> None:
+    """c = (init or c) + a @ b over `total` k steps, an i64 value: a and b are seen with their k
+    dim one unit long (a.shape[1]; total a multiple of it). One kernel then serves every
+    sequence length in a weight gradient X.T @ G over T * batch steps: A read down its columns,
+    B with contiguous rows. Its k blocks are counted at run time and share one copy of each
+    tile's code."""
+    unit = a.shape[1]
+    assert a.strides[0] == 1 and b.strides[1] == 1 and KC_PACKED % unit == KC_ROWS % unit == 0
+    if init is not None and not (init.strides[-1] in (0, 1) or init.shape[-1] == 1):
+        copy(k, init.broadcast_to(c.shape), c)
+        init = None
+    _axpy_kernel(k, a, b, c, init, total=total)
 
 
 @dataclass(frozen=True)
@@ -375,19 +393,90 @@ def _row_tiles(total: int, mr: int):
     return runs + [(big * mr, mr - 1, small)]
 
 
-def _run_blocks(k: KernelBuilder, runs, body, name: str) -> None:
-    """body(start, length) over `runs` of (start, length, count): a runtime loop for a run of
-    several blocks (from `start`, 0 when None), straight code for one."""
-    for start, length, count in runs:
-        first = start or 0
-        if count == 1:
-            body(ir.Constant(I64, first), length)
-        else:
+def _each_block(k: KernelBuilder, runs, body, name: str) -> None:
+    """body(start, pick) for every block of `runs` ((start, length, count) from `_tiles` or
+    `_row_blocks`: blocks of one length, then perhaps one of another), with ONE copy of body's
+    code: a runtime loop over the blocks, where a copy per block length would repeat the
+    kernel's whole inner code (and LLVM's time on it). `pick(f)` is f(length) for the block at
+    hand, f giving an int: that int where every block gives it, else an i64 value (a select on
+    whether this is the last block)."""
+    lengths = [length for _, length, _ in runs]
+    blocks = sum(count for _, _, count in runs)
+    bld = k.builder
 
-            def run(i, n=length, first=first):
-                return body(_add(k, k.builder.mul(i, ir.Constant(I64, n)), first), n)
+    def run(index, last):
+        def pick(f):
+            values = {f(n) for n in lengths}
+            if len(values) == 1:
+                return values.pop()
+            return bld.select(
+                last, ir.Constant(I64, f(lengths[-1])), ir.Constant(I64, f(lengths[0]))
+            )
 
-            k.loop(count, run, name)
+        body(bld.mul(index, ir.Constant(I64, runs[0][1])), pick)
+
+    if blocks == 1:
+        start = runs[0][0] or 0
+        body(ir.Constant(I64, start), lambda f: f(lengths[0]))
+        return
+    k.loop(
+        blocks,
+        lambda i: run(i, bld.icmp_unsigned("==", i, ir.Constant(I64, blocks - 1))),
+        name,
+    )
+
+
+def _repeat(k: KernelBuilder, count, body, name: str) -> None:
+    """body(i) for i < count (an int or an i64 value): straight code for a count of 1."""
+    if count == 1:
+        body(ir.Constant(I64, 0))
+    elif count != 0:
+        k.loop(count, body, name)
+
+
+def _overlaps(total: int, mr: int) -> bool:
+    """Whether `total` rows run as tiles of mr rows only, the last one moved back over rows the
+    one before it did (`_row_tile_runs`): where that redoes few rows. A tile of mr rows costs
+    about as much as one of mr - 1 (the same vectors of B, a few more FMAs), so with few rows
+    redone it costs little more than `_row_tiles`' mix, and its code has one tile's size, not
+    two (an input projection over T = 1,000 steps: 1,002 rows' work for 1,000)."""
+    return total >= mr and -total % mr * OVERLAP_ROWS <= total
+
+
+def _row_tile_runs(k: KernelBuilder, lengths, pick, mr: int, body, overlap=False) -> None:
+    """body(start, rows) over the row tiles (`_row_tiles`) of a row block of one of `lengths`
+    rows (`pick` tells which, see `_each_block`): one loop per tile height, its count and
+    first row picked per block. With `overlap` (only where a tile computes its rows from
+    scratch, so that doing a row twice gives the same bits), rows that `_overlaps` take tiles
+    of mr rows, the last one moved back to end at the block's end."""
+    plans = {
+        n: [(None, mr, -(-n // mr))] if overlap and _overlaps(n, mr) else _row_tiles(n, mr)
+        for n in lengths
+    }
+    heights = sorted({rows for plan in plans.values() for _, rows, _ in plan}, reverse=True)
+    bld = k.builder
+    moved = overlap and any(_overlaps(n, mr) and n % mr for n in lengths)
+    if moved:  # the first row of a block's last tile
+        ends = _i64(pick(lambda n: n - mr if _overlaps(n, mr) else n))
+
+    def of(height, what):
+        def f(n):
+            runs = [run for run in plans[n] if run[1] == height]
+            return (runs[0][0] or 0 if what == "start" else runs[0][2]) if runs else 0
+
+        return f
+
+    for height in heights:
+        first = pick(of(height, "start"))
+
+        def tile(i, height=height, first=first):
+            start = bld.mul(i, ir.Constant(I64, height))
+            start = _add(k, start, first) if isinstance(first, int) else bld.add(start, first)
+            if moved and height == mr:
+                start = bld.select(bld.icmp_unsigned(">", start, ends), ends, start)
+            body(start, height)
+
+        _repeat(k, pick(of(height, "count")), tile, "mi")
 
 
 def _add(k: KernelBuilder, x: ir.Value, i) -> ir.Value:
@@ -518,13 +607,15 @@ def _axpy_kernel(
     activation=None,
     reverse=None,
     epilogue=None,
+    total=None,
 ) -> None:
     """Cache-blocked: for each block of KC k-steps and each panel of B columns (which then stays
     in cache), every MR-row tile of C accumulates in registers. Few rows (a matrix-vector
     product) leave registers free: independent sums over interleaved k steps use them, so the
     FMAs do not wait on each other. A last partial vector of columns is masked. With `_packs`,
     the blocks of B are copies (`_packed_blocks`), and `init` starts the first k block. An
-    `epilogue` ends each tile's sums in registers (its operands' tiles read then)."""
+    `epilogue` ends each tile's sums in registers (its operands' tiles read then). `total`: k
+    steps counted at run time (`accumulate_steps`), in blocks of whole units of a.shape[1]."""
     m, depth = a.shape
     n = c.shape[1]
     lanes = vector_width(c.dtype)
@@ -537,30 +628,56 @@ def _axpy_kernel(
     assert activation is None or (depth <= kc and not packs), "fused only in one k block"
     assert epilogue is None or (depth <= kc and not packs), "fused only in one k block"
     assert init is None or depth <= kc or packs, "fused only in one k block"
+    assert total is None or (activation is None and epilogue is None)
     source = c if init is None else init.broadcast_to(c.shape)
-    if depth * n * c.dtype.itemsize > L1_REUSE_BYTES or packs:
+    if depth * n * c.dtype.itemsize > L1_REUSE_BYTES or packs or total is not None:
         reverse = None  # the next step would not find enough of B in L1 anyway
     if depth == 0:
         copy(k, source, c)
         _finish_all(k, c, activation, epilogue)
         return
     zero = ir.Constant(_vec_type(c.dtype, lanes), None)
+    # A tile's k steps: its k block's, an int, or an i64 value where blocks of two lengths
+    # share the tile's code (`_each_block`) or their number comes at run time (`total`).
+    kblock = min(depth, kc) if total is None else kc
+    klengths = {kblock, depth % kblock or kblock}
+    if total is not None:
+        klengths = set(range(depth, kc + 1, depth))
+
+    def k_blocks(body) -> None:
+        """body(k0, steps) for each k block, `steps` an int or an i64 value."""
+        if total is None:
+            _each_block(k, _tiles(depth, kc), lambda k0, pick: body(k0, pick(lambda n: n)), "kb")
+            return
+        size = ir.Constant(I64, kc)
+        count = bld.udiv(bld.add(total, ir.Constant(I64, kc - 1)), size)
+
+        def block(i):
+            k0 = bld.mul(i, size)
+            left = bld.sub(total, k0)
+            body(k0, bld.select(bld.icmp_unsigned("<", left, size), left, size))
+
+        k.loop(count, block, "kb")
 
     def tile(i0, rows, j0, width, k0, steps, bp: View, bj0, bk0=None, first=None):
-        """C[i0:i0+rows, j0:j0+width] from A's k steps k0 on and from bp's from bk0 (k0 by
-        default) on and its columns from bj0 on, starting from `source` (only where `first`, an
-        i1, holds, if given; c's own values elsewhere)."""
+        """C[i0:i0+rows, j0:j0+width] from A's k steps k0 on (`steps` of them, an int or an
+        i64 value) and from bp's from bk0 (k0 by default) on and its columns from bj0 on,
+        starting from `source` (only where `first`, an i1, holds, if given; c's own values
+        elsewhere)."""
         bk0 = k0 if bk0 is None else bk0
         counts = [min(lanes, width - v) for v in range(0, width, lanes)]
         nvec = len(counts)
         cols = [_add(k, j0, v * lanes) for v in range(nvec)]
         bcols = [_add(k, bj0, v * lanes) for v in range(nvec)]
         tile_size = rows * nvec
-        split = max(1, min(4, steps, max_accumulators() // tile_size))
+        split = max(1, min(4, max(klengths), max_accumulators() // tile_size))
+        if isinstance(steps, int):
+            split = min(split, steps)
 
         def kstep(p, accs):
             if reverse is not None:
-                p = bld.select(reverse, bld.sub(ir.Constant(I64, steps - 1), p), p)
+                last = _i64(steps - 1) if isinstance(steps, int) else bld.sub(steps, _i64(1))
+                p = bld.select(reverse, bld.sub(last, p), p)
             pb = bld.add(p, bk0)
             p = bld.add(p, k0)
             bvs = [_vload_n(k, bp, [pb, bcols[v]], lanes, counts[v]) for v in range(nvec)]
@@ -587,11 +704,26 @@ def _axpy_kernel(
         start = starts(source)
         if first is not None and source is not c:
             start = [bld.select(first, x, y) for x, y in zip(start, starts(c), strict=True)]
-        groups, rest = divmod(steps, split)
-        accs = k.loop_carry(groups, start + [zero] * (tile_size * (split - 1)), group, "p")
-        sums = [accs[s * tile_size : (s + 1) * tile_size] for s in range(split)]
-        for s in range(rest):
-            sums[0] = kstep(ir.Constant(I64, groups * split + s), sums[0])
+        accs = start + [zero] * (tile_size * (split - 1))
+        if isinstance(steps, int):
+            groups, rest = divmod(steps, split)
+            accs = k.loop_carry(groups, accs, group, "p")
+            sums = [accs[s * tile_size : (s + 1) * tile_size] for s in range(split)]
+            for s in range(rest):
+                sums[0] = kstep(ir.Constant(I64, groups * split + s), sums[0])
+        else:
+            size = ir.Constant(I64, split)
+            groups = bld.udiv(steps, size)
+            accs = k.loop_carry(groups, accs, group, "p")
+            sums = [accs[s * tile_size : (s + 1) * tile_size] for s in range(split)]
+            if any(n % split for n in klengths):
+                done = bld.mul(groups, size)
+                sums[0] = k.loop_carry(
+                    bld.urem(steps, size),
+                    sums[0],
+                    lambda s, acc: kstep(bld.add(done, s), acc),
+                    "pr",
+                )
         while len(sums) > 1:  # add the independent sums pairwise
             pairs = zip(sums[0::2], sums[1::2], strict=False)
             sums = [[bld.fadd(x, y) for x, y in zip(p, q, strict=True)] for p, q in pairs] + (
@@ -615,14 +747,22 @@ def _axpy_kernel(
             _activate(k, c, i0, rows, j0, counts, activation, backwards)
 
     if packs:
-        _packed_blocks(k, a, b, c, tile, mr, nv * lanes)
+        _packed_blocks(
+            k, a, c, tile, mr, nv * lanes, kblock, k_blocks, lambda *x: _pack_panels(k, b, *x)
+        )
         return
 
     # Rows of A per block: a block of A (rows x KC) stays in L2 while every panel of B uses it.
-    mc = max(mr, L2_BLOCK_BYTES // (min(depth, kc) * c.dtype.itemsize) // mr * mr)
+    mc = max(mr, L2_BLOCK_BYTES // (kblock * c.dtype.itemsize) // mr * mr)
+
+    row_blocks = _row_blocks(m, mc)
+    # With k blocks counted at run time, the first starts from `init`, the others from c.
+    first = total is not None and init is not None
 
     def k_block(k0, steps):
-        def row_block(i1, block_rows):
+        starts = bld.icmp_unsigned("==", k0, ir.Constant(I64, 0)) if first else None
+
+        def row_block(i1, pick):
             def panel(j0, width):
                 if panels:
                     q = bld.udiv(j0, ir.Constant(I64, nv * lanes))
@@ -631,54 +771,72 @@ def _axpy_kernel(
                     bp, bj0 = b, j0
 
                 def row_tile(i0, rows):
-                    tile(bld.add(i1, i0), rows, j0, width, k0, steps, bp, bj0)
+                    tile(bld.add(i1, i0), rows, j0, width, k0, steps, bp, bj0, first=starts)
 
-                _run_blocks(k, _row_tiles(block_rows, mr), row_tile, "mi")
+                lengths = [n for _, n, _ in row_blocks]
+                overlap = source is not c and not first
+                _row_tile_runs(k, lengths, pick, mr, row_tile, overlap=overlap)
 
             _blocked(k, n, nv * lanes, panel, "nv")
 
-        _run_blocks(k, _row_blocks(m, mc), row_block, "mb")
+        _each_block(k, row_blocks, row_block, "mb")
 
-    _blocked(k, depth, kc, k_block, "kb")
+    k_blocks(k_block)
 
 
-def _packed_blocks(k: KernelBuilder, a: View, b: View, c: View, tile, mr: int, width: int) -> None:
+def _packed_blocks(
+    k: KernelBuilder, a: View, c: View, tile, mr: int, width: int, kc: int, k_blocks, pack
+) -> None:
     """The axpy kernel's loops on copies of B (the BLIS scheme, A in place): for each block of
-    B's columns and of KC_PACKED k steps, B's block is copied into panels of `width` columns on
-    the stack; each panel then meets every row tile, read as one stream from L1."""
-    m, depth = a.shape
+    B's columns and of `kc` k steps (`k_blocks`), B's block is copied (`pack`:
+    `_pack_panels`) into panels of `width` columns on the stack; each panel then meets every row
+    tile, read as one stream from L1."""
+    m = a.shape[0]
     n = c.shape[1]
     bld = k.builder
-    kc = min(depth, KC_PACKED)
     size = c.dtype.itemsize
     nc = width * max(1, min(-(-n // width), PACKED_B_BYTES // (kc * width * size)))
     mc = max(mr, L2_BLOCK_BYTES // (kc * size) // mr * mr)  # a block of A's rows stays in L2
     buffer = _stack_buffer(k, c.dtype, kc * nc)
     zero = ir.Constant(I64, 0)
+    row_blocks = _row_blocks(m, mc)
 
-    def column_block(j1, cols):
+    def column_block(j1, cpick):
+        # whole panels, then one of the last columns in the last block
+        panels = cpick(lambda cols: cols // width)
+        rest = cpick(lambda cols: int(cols % width > 0))
+
         def k_block(k0, steps):
             first = bld.icmp_unsigned("==", k0, zero)
-            _pack_panels(k, b, k0, steps, j1, cols, width, buffer)
+            pack(k0, steps, j1, panels, rest, n % width, width, buffer)
 
-            def row_block(i1, rows):
+            def row_block(i1, pick):
                 def panel(j0, w):
-                    start = bld.mul(j0, ir.Constant(I64, steps))  # panel j0 / width
-                    bp = View(buffer, start, (steps, width), (width, 1), c.dtype)
+                    start = bld.mul(j0, _i64(steps))  # panel j0 / width
+                    bp = View(buffer, start, (kc, width), (width, 1), c.dtype)
 
                     def row_tile(i0, r):
                         i, j = bld.add(i1, i0), bld.add(j1, j0)
                         tile(i, r, j, w, k0, steps, bp, zero, zero, first)
 
-                    _run_blocks(k, _row_tiles(rows, mr), row_tile, "mi")
+                    _row_tile_runs(k, [n for _, n, _ in row_blocks], pick, mr, row_tile)
 
-                _blocked(k, cols, width, panel, "nv")
+                _repeat(
+                    k, panels, lambda q: panel(bld.mul(q, ir.Constant(I64, width)), width), "nv"
+                )
+                if n % width:
+                    at = bld.mul(_i64(panels), ir.Constant(I64, width))
+                    _repeat(k, rest, lambda _: panel(at, n % width), "nr")
 
-            _run_blocks(k, _row_blocks(m, mc), row_block, "mb")
+            _each_block(k, row_blocks, row_block, "mb")
 
-        _blocked(k, depth, kc, k_block, "kb")
+        k_blocks(k_block)
 
-    _blocked(k, n, nc, column_block, "nb")
+    _each_block(k, _tiles(n, nc), column_block, "nb")
+
+
+def _i64(value) -> ir.Value:
+    return ir.Constant(I64, value) if isinstance(value, int) else value
 
 
 def _stack_buffer(k: KernelBuilder, dtype, count: int) -> ir.Value:
@@ -695,12 +853,12 @@ def _stack_buffer(k: KernelBuilder, dtype, count: int) -> ir.Value:
     return buffer
 
 
-def _pack_panels(k: KernelBuilder, b: View, k0, steps: int, j1, cols: int, width: int, dst):
-    """Copy B[k0:k0+steps, j1:j1+cols] (rows contiguous) into panels at dst: panel q holds
-    columns q*width on as (steps, width) (the last one's columns past `cols` unused)."""
+def _pack_panels(k: KernelBuilder, b: View, k0, steps, j1, full, rest, last: int, width: int, dst):
+    """Copy B[k0:k0+steps, j1:...] (rows contiguous) into panels at dst: `full` panels of
+    `width` columns, then `rest` (0 or 1) of `last` columns; panel q holds columns q*width on as
+    (steps, width) (the last one's columns past `last` unused). Counts are ints or i64 values."""
     bld = k.builder
     lanes = vector_width(b.dtype)
-    full, rest = divmod(cols, width)
 
     def panel(q, w: int):
         counts = [min(lanes, w - v) for v in range(0, w, lanes)]
@@ -709,7 +867,7 @@ def _pack_panels(k: KernelBuilder, b: View, k0, steps: int, j1, cols: int, width
             row = bld.add(k0, p)
             out = View(
                 dst,
-                bld.mul(bld.add(bld.mul(q, ir.Constant(I64, steps)), p), ir.Constant(I64, width)),
+                bld.mul(bld.add(bld.mul(q, _i64(steps)), p), ir.Constant(I64, width)),
                 (width,),
                 (1,),
                 b.dtype,
@@ -723,9 +881,9 @@ def _pack_panels(k: KernelBuilder, b: View, k0, steps: int, j1, cols: int, width
 
         k.loop(steps, step, "pb")
 
-    k.loop(full, lambda q: panel(q, width), "pq")
-    if rest:
-        panel(ir.Constant(I64, full), rest)
+    _repeat(k, full, lambda q: panel(q, width), "pq")
+    if last:
+        _repeat(k, rest, lambda _: panel(_i64(full), last), "pr")
 
 
 def _activate(

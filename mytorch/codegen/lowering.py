@@ -823,48 +823,10 @@ def _row_groups(ctx, out: View, a: View, b: View, bias: View | None) -> None:
 
 
 def _chunked(ctx, a: View, b: View, c: View, init, count, unit: int) -> None:
-    """c = init + a @ b over count * unit k steps (count an i64 value): a first chunk starts
-    from init, then blocks of chunks (the product's own cache block), then single chunks."""
-    k, bld = ctx.k, ctx.k.builder
-    block = max(1, gemm.KC_ROWS // unit)  # the product's own cache block
-
-    def part(start, steps, first):
-        av = View(
-            a.ptr,
-            bld.add(a.offset, bld.mul(start, ir.Constant(I64, a.strides[1]))),
-            (a.shape[0], steps),
-            a.strides,
-            a.dtype,
-        )
-        bv = View(
-            b.ptr,
-            bld.add(b.offset, bld.mul(start, ir.Constant(I64, b.strides[0]))),
-            (steps, b.shape[1]),
-            b.strides,
-            b.dtype,
-        )
-        with ctx.scope():
-            _product(ctx, av, bv, c, init if first else None)
-
-    part(ir.Constant(I64, 0), unit, True)
-    rest = bld.sub(count, ir.Constant(I64, 1))
-    blocks = bld.udiv(rest, ir.Constant(I64, block))
-    k.loop(
-        blocks,
-        lambda i: part(
-            bld.add(bld.mul(i, ir.Constant(I64, block * unit)), ir.Constant(I64, unit)),
-            block * unit,
-            False,
-        ),
-        "kb",
-    )
-    done = bld.add(bld.mul(blocks, ir.Constant(I64, block * unit)), ir.Constant(I64, unit))
-    singles = bld.urem(rest, ir.Constant(I64, block))
-    k.loop(
-        singles,
-        lambda j: part(bld.add(done, bld.mul(j, ir.Constant(I64, unit))), unit, False),
-        "ks",
-    )
+    """c = init + a @ b over count * unit k steps (count an i64 value; a and b seen with their k
+    dim `unit` long): one product, its k blocks counted at run time (`gemm.accumulate_steps`)."""
+    total = ctx.k.builder.mul(count, ir.Constant(I64, unit))
+    gemm.accumulate_steps(ctx.k, a, b, c, init, total)
 
 
 def _zeros(ctx, like: View) -> View:
