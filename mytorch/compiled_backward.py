@@ -124,20 +124,16 @@ class CompiledBackward:
         return outputs
 
     def _forward_split(self, split: _Split, arrays: list) -> tuple:
-        """The forward on the slices' threads, or on the calling thread while that has been
-        faster lately (`parallel._Choice`): the slices one after the other until one thread
-        has won, then the whole batch's build (built then: a loaded machine's fallback)."""
+        """The forward on the slices' threads, or the slices one after the other on the calling
+        thread while that has been faster lately (`parallel._Choice`). One thread runs the
+        slices, not a whole-batch build: that ran no faster on one core, and building it when the
+        choice first turned cost a long run a second or more of compiling."""
         choice = split.choice
         threads = choice.pick() if parallel.ADAPT else True
-        if not threads and self._whole is None and choice.settled_on_one():
-            self._whole_build()
         start = time.perf_counter()
-        if threads or self._whole is None:
-            way, (results, saved) = split, split.forward(arrays, threads)
-        else:
-            way, (results, saved) = self._whole, self._whole.forward(arrays)
+        results, saved = split.forward(arrays, threads)
         choice.record(threads, time.perf_counter() - start)
-        return way, results, saved
+        return split, results, saved
 
     def _attach(self, trainable: tuple, sources, way, saved, outputs: list) -> None:
         cotangents: list = [None] * len(outputs)

@@ -33,6 +33,9 @@ from .ir.verify import verify
 # A split costs ~30 us (waking a worker, joining outputs); below this work it does not pay.
 MIN_FLOPS = 8_000_000
 ADAPT = True  # run each call the way (threads or not) that has been faster lately
+# A no-grad graph splits from this call on: one called once or twice (a pass over held-out data,
+# a batch size per length) would spend more building its slices than they save.
+SPLIT_FROM_CALL = 3
 
 _threads = 1
 _workers: list[_Worker] = []
@@ -200,6 +203,7 @@ class BatchSplit:
         self.out_kinds: list = []
         self._plans: dict[int, list | None] = {}  # thread count -> its slices (None: cannot)
         self._choices: dict[int, _Choice] = {}  # thread count -> threads or not, lately
+        self._calls = 0  # on more than one thread, before the slices are built
 
     @classmethod
     def of(cls, graph: Graph, build) -> BatchSplit | None:
@@ -260,6 +264,9 @@ class BatchSplit:
                 return native(*args)
             slices = plans.get(n, False)
             if slices is False:
+                self._calls += 1
+                if self._calls < SPLIT_FROM_CALL:
+                    return native(*args)
                 slices = self.plan(n)
                 choices[n] = _Choice()
             if slices is None:
@@ -312,10 +319,6 @@ class _Choice:
 
     def _ready(self) -> bool:
         return all(len(t) == self.KEEP for t in self.times)
-
-    def settled_on_one(self) -> bool:
-        """Whether one thread has been the faster way, both having been timed."""
-        return self._ready() and not self.threads
 
     def pick(self) -> bool:
         """Whether this call runs on the threads."""

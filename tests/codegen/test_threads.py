@@ -20,6 +20,7 @@ def threads(monkeypatch):
     """Every graph big enough to split; one thread again after the test."""
     monkeypatch.setattr(parallel, "MIN_FLOPS", 0)
     monkeypatch.setattr(parallel, "ADAPT", False)  # always the threads
+    monkeypatch.setattr(parallel, "SPLIT_FROM_CALL", 1)  # from the first call
     slices = []
     original = parallel.BatchSplit._run
 
@@ -198,3 +199,20 @@ def test_adaptive_calls_match(monkeypatch, threads):
     for result in calls(compiled, x, 2, repeat=20):
         same(result, one[0])
     assert threads
+
+
+def test_a_graph_called_once_or_twice_builds_no_slices(monkeypatch, threads):
+    monkeypatch.setattr(parallel, "SPLIT_FROM_CALL", 3)
+    mytorch.manual_seed(0)
+    model = nn.Linear(I, 3)
+    compiled = mytorch.compile(model)
+    x = data(8, I)
+    one = calls(compiled, x, 1, repeat=1)[0]
+    built = []
+    real = parallel.build_slices
+    monkeypatch.setattr(parallel, "build_slices", lambda *a: built.append(a) or real(*a))
+    for result in calls(compiled, x, 2, repeat=2):
+        same(result, one)
+    assert not built and not threads  # the whole graph, on the calling thread
+    calls(compiled, x, 2, repeat=1)
+    assert built  # the third call on two threads builds the slices
