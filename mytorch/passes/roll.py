@@ -422,9 +422,7 @@ def _sweep(graph: Graph, carries: list[Node], dead: set[Node], outputs: set[Node
         if node not in on_states and node not in dead:
             on_states.add(node)
             pending.extend(node.users)
-    # The node list as traced, without the compaction `graph.nodes` would do first: the nodes
-    # placed `before=` others since (the loop, loop[t]) are live, and removed ones are skipped.
-    nodes = graph._nodes
+    nodes = graph.nodes
     for k in range(len(nodes) - 1, -1, -1):
         node = nodes[k]
         if node in dead:
