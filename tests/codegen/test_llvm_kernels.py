@@ -74,6 +74,15 @@ def sizes_id(sizes) -> str:
     return "I{}-H{}-O{}-B{}-T{}".format(*sizes)
 
 
+def product_cases(shapes, odd_shape) -> list[tuple]:
+    """(isa, m, k, n, dtype): every shape on the host's ISA, and one on AVX2 and generic vectors."""
+    return [("host", *s) for s in shapes] + [(isa, *odd_shape) for isa in ("avx2", "generic")]
+
+
+def product_ids(cases) -> list[str]:
+    return [f"{isa}-{m}x{k}x{n}-{np.dtype(d).name}" for isa, m, k, n, d in cases]
+
+
 RNN_CASES = [("host", s, h0) for s in RNN_SIZES for h0 in (False, True)] + [
     (isa, s, h0)
     for isa in ("avx2", "generic")
@@ -271,15 +280,13 @@ PANEL_SHAPES = [
     (130, 1100, 67, np.float32),  # k over one cache block
     (129, 17, 257, np.float64),
 ]
-PANEL_CASES = [("host", *s) for s in PANEL_SHAPES] + [
-    (isa, 131, 3, 100, np.float32) for isa in ("avx2", "generic")
-]
+PANEL_CASES = product_cases(PANEL_SHAPES, (131, 3, 100, np.float32))
 
 
 @pytest.mark.parametrize(
     "isa,m,k,n,dtype",
     PANEL_CASES,
-    ids=[f"{isa}-{m}x{k}x{n}-{np.dtype(d).name}" for isa, m, k, n, d in PANEL_CASES],
+    ids=product_ids(PANEL_CASES),
 )
 def test_products_of_a_plain_b_in_panels_match_references(
     monkeypatch, isa, m, k, n, dtype, assert_outputs_same
@@ -341,15 +348,13 @@ PACKED_SHAPES = [
     (131, 300, 64, np.float32),  # n one whole panel
     (70, 140, 33, np.float64),
 ]
-PACKED_CASES = [("host", *s) for s in PACKED_SHAPES] + [
-    (isa, 65, 129, 100, np.float32) for isa in ("avx2", "generic")
-]
+PACKED_CASES = product_cases(PACKED_SHAPES, (65, 129, 100, np.float32))
 
 
 @pytest.mark.parametrize(
     "isa,m,k,n,dtype",
     PACKED_CASES,
-    ids=[f"{isa}-{m}x{k}x{n}-{np.dtype(d).name}" for isa, m, k, n, d in PACKED_CASES],
+    ids=product_ids(PACKED_CASES),
 )
 def test_products_of_a_transposed_a_on_copies_match_references(
     monkeypatch, isa, m, k, n, dtype, assert_outputs_same
@@ -425,15 +430,13 @@ EPILOGUE_SHAPES = [
     (130, 300, 70, np.float32),  # k over the plain B's cache block; B into panels
     (70, 20, 33, np.float64),
 ]
-EPILOGUE_CASES = [("host", *s) for s in EPILOGUE_SHAPES] + [
-    (isa, 13, 40, 37, np.float32) for isa in ("avx2", "generic")
-]
+EPILOGUE_CASES = product_cases(EPILOGUE_SHAPES, (13, 40, 37, np.float32))
 
 
 @pytest.mark.parametrize(
     "isa,m,k,n,dtype",
     EPILOGUE_CASES,
-    ids=[f"{isa}-{m}x{k}x{n}-{np.dtype(d).name}" for isa, m, k, n, d in EPILOGUE_CASES],
+    ids=product_ids(EPILOGUE_CASES),
 )
 def test_products_ending_in_elementwise_ops_match_references(
     monkeypatch, isa, m, k, n, dtype, assert_outputs_same

@@ -113,6 +113,25 @@ def split_of(fn, n=2):
     return fn._last_training._splits.get(n)
 
 
+def compiled_tutorial():
+    """The tutorial loss on a batch of 8, compiled, its inputs, and 2 threads set."""
+    mytorch.manual_seed(0)
+    model, loss_fn, shape = tutorial(8)
+    fn = mytorch.compile(loss_fn)
+    x, labels = inputs(shape, 8)
+    mytorch.set_num_threads(2)
+    return model, loss_fn, fn, x, labels
+
+
+def same_grads(model, run, rtol=1e-4, atol=1e-5):
+    """The gradients in model's .grad equal those `run()` makes from zero."""
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    run()
+    for g, p in zip(grads, model.parameters(), strict=True):
+        np.testing.assert_allclose(g, p.grad, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("batch, n", [(8, 2), (7, 3)])
 def test_split_training_matches_one_thread_and_eager(name, batch, n, threads):
@@ -140,11 +159,7 @@ def test_a_partial_sum_into_a_nonlinearity_stays_unsplit(threads):
     x = inputs((8, I), 8)[0]
     fn(x).backward()
     assert split_of(fn) is None and not threads
-    grads = [p.grad.copy() for p in model.parameters()]
-    model.zero_grad()
-    ((model(x) ** 2).mean() + 1).log().backward()
-    for g, p in zip(grads, model.parameters(), strict=True):
-        np.testing.assert_allclose(g, p.grad, rtol=1e-5, atol=1e-6)
+    same_grads(model, lambda: ((model(x) ** 2).mean() + 1).log().backward(), 1e-5, 1e-6)
 
 
 @pytest.mark.parametrize(
@@ -160,23 +175,15 @@ def test_parameters_stay_live_in_split_training(change, threads):
 
 def test_switching_thread_counts_between_calls(threads):
     """A forward on threads, its backward after a switch to one thread: the slices' own."""
-    mytorch.manual_seed(0)
-    model, loss_fn, shape = tutorial(8)
-    fn = mytorch.compile(loss_fn)
-    x, labels = inputs(shape, 8)
-    mytorch.set_num_threads(2)
+    model, loss_fn, fn, x, labels = compiled_tutorial()
     loss, _ = fn(x, labels)
     mytorch.set_num_threads(1)
     loss.backward()
-    grads = [p.grad.copy() for p in model.parameters()]
-    model.zero_grad()
-    fn(x, labels)[0].backward()  # whole batch
-    for g, p in zip(grads, model.parameters(), strict=True):
-        np.testing.assert_allclose(g, p.grad, rtol=1e-4, atol=1e-5)
+    same_grads(model, lambda: fn(x, labels)[0].backward())  # the whole batch
 
 
 def test_adaptive_calls_match(monkeypatch, threads):
-    monkeypatch.setattr(parallel, "ADAPT", True)  # threads, slices in turn, maybe the whole
+    monkeypatch.setattr(parallel, "ADAPT", True)  # the threads, or the slices in turn
     split, fn = train("tutorial", 8, 2, steps=12)
     assert split_of(fn) is not None
     same(split, train("tutorial", 8, 1, steps=12)[0])
@@ -184,11 +191,7 @@ def test_adaptive_calls_match(monkeypatch, threads):
 
 def test_one_thread_once_faster_runs_the_slices_in_turn(monkeypatch, threads):
     monkeypatch.setattr(parallel, "ADAPT", True)
-    mytorch.manual_seed(0)
-    model, loss_fn, shape = tutorial(8)
-    fn = mytorch.compile(loss_fn)
-    x, labels = inputs(shape, 8)
-    mytorch.set_num_threads(2)
+    model, loss_fn, fn, x, labels = compiled_tutorial()
     fn(x, labels)[0].backward()
     training = fn._last_training
     choice = split_of(fn).choice
@@ -197,19 +200,11 @@ def test_one_thread_once_faster_runs_the_slices_in_turn(monkeypatch, threads):
     model.zero_grad()
     fn(x, labels)[0].backward()
     assert training._whole is None  # one thread ran the slices: nothing more was built
-    grads = [p.grad.copy() for p in model.parameters()]
-    model.zero_grad()
-    loss_fn(x, labels)[0].backward()
-    for g, p in zip(grads, model.parameters(), strict=True):
-        np.testing.assert_allclose(g, p.grad, rtol=1e-4, atol=1e-5)
+    same_grads(model, lambda: loss_fn(x, labels)[0].backward())
 
 
 def test_a_wrong_parameter_is_reported_as_on_one_thread(threads):
-    mytorch.manual_seed(0)
-    model, loss_fn, shape = tutorial(8)
-    fn = mytorch.compile(loss_fn)
-    x, labels = inputs(shape, 8)
-    mytorch.set_num_threads(2)
+    model, loss_fn, fn, x, labels = compiled_tutorial()
     fn(x, labels)[0].backward()
     model.h2o.weight.data = np.zeros((C, H + 1), np.float32)
     with pytest.raises(ValueError, match=r"shape"):
