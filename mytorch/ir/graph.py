@@ -227,15 +227,7 @@ class Graph:
                 key = (op, id(params), *[id(i.type) for i in inputs])
             found = _TYPES.get(key)
             type = found[0] if found is not None else infer_type(op, inputs, params)
-        if name:
-            name = self._claim(name)
-        else:  # (unique_name's common case, inline: an op named before, and no clash)
-            entry = self._counters.get(op)
-            name = f"{entry[0]}{next(entry[1])}" if entry is not None else None
-            if name is None or name in self._names:
-                name = self.unique_name(op)
-            else:
-                self._names.add(name)
+        name = self._claim(name) if name else self.unique_name(op)
         # Node(name, op, inputs, params, type) without the __init__ call (once per traced op)
         node = _new(Node)
         node.name, node.op, node.inputs, node.params, node.type = name, op, inputs, params, type
