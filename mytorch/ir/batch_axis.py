@@ -67,12 +67,7 @@ def batch_axes(
     outputs rows, else the first giving partial sums); None if none works. Or with the inputs'
     axes `given` (and which inputs are `partial`, for a batch of `size`)."""
     if given is not None:
-        found = BatchAxes(size, dict(given), partial=set(partial))
-        try:
-            _propagate(graph, found)
-        except Unsplittable:
-            return None
-        return found
+        return _try(graph, given, size, partial)
     args = [i for i in graph.inputs if not i.is_param]
     if not args:
         return None
@@ -98,8 +93,10 @@ def batch_axes(
     return sums
 
 
-def _try(graph: Graph, given: dict, size: int) -> BatchAxes | None:
-    found = BatchAxes(size, dict(given))
+def _try(graph: Graph, given: dict, size: int, partial=()) -> BatchAxes | None:
+    """The axes that follow from the inputs' (`given`; `partial`: inputs that are partial
+    sums), or None when the graph does not split so."""
+    found = BatchAxes(size, dict(given), partial=set(partial))
     try:
         _propagate(graph, found)
     except Unsplittable:
