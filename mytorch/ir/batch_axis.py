@@ -444,11 +444,14 @@ RULES.update(
     broadcast_to=_broadcast_to,
     one_hot=_one_hot,
 )
-# Ops that follow a batch axis merged with other dims (`BatchAxes.layout`), and linear ops.
-FOLLOW_LAYOUT = {*ELEMENTWISE.split(), "reshape", "getitem", "transpose", "permute", "matmul"}
-FOLLOW_LAYOUT |= {"sum", "mean", "sum_to", "broadcast_to"}
-LINEAR = {"neg", "transpose", "permute", "reshape", "getitem", "sum", "mean", "broadcast_to"}
-LINEAR |= {"sum_to"}
+# Views and sums: they follow a batch axis merged with other dims (`BatchAxes.layout`), as
+# elementwise ops and products do, and keep a partial sum partial, as negation does.
+_VIEWS_AND_SUMS = (
+    *("reshape", "getitem", "transpose", "permute", "broadcast_to"),
+    *("sum", "mean", "sum_to"),
+)
+FOLLOW_LAYOUT = {*ELEMENTWISE.split(), "matmul", *_VIEWS_AND_SUMS}
+LINEAR = {"neg", *_VIEWS_AND_SUMS}
 
 
 # ---- the graph of one slice of the batch ------------------------------------------------------
