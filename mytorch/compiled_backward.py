@@ -264,7 +264,7 @@ class _Split:
         start = time.perf_counter()
         parts = parallel.run_slices(one, len(rows), threads)
         choice.record(threads, time.perf_counter() - start)
-        return parallel.combine(parts, self.grad_kinds, self.grad_types)
+        return parallel.combine(parts, self.grad_kinds, self.grad_types, owned=True)
 
 
 def _tuple_call(runner, n_inputs: int) -> Callable[[list], tuple]:

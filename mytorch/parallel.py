@@ -159,16 +159,21 @@ def rows_of(array: np.ndarray, axis: int | None, rows: slice) -> np.ndarray:
     return np.ascontiguousarray(array[(slice(None),) * axis + (rows,)])
 
 
-def combine(parts: list, kinds: list, types: list) -> list:
+def combine(parts: list, kinds: list, types: list, *, owned: bool = False) -> list:
     """Each output of the whole batch from the slices' (`parts[k][j]`): its rows joined along
-    its axis (kind: an int), summed in slice order ("partial"), or slice 0's (None)."""
+    its axis (kind: an int), summed in slice order ("partial"), or slice 0's (None).
+
+    `owned`: the parts are fresh arrays nothing else holds (a compiled backward's gradients), so
+    a sum is made in slice 0's array. A fresh result array costs more than the adds (its pages
+    are new to the process: ~0.13 ms a step for the names example's weight gradients)."""
     outs = []
     for j, (kind, t) in enumerate(zip(kinds, types, strict=True)):
         pieces = [p[j] for p in parts]
         if kind is None or len(pieces) == 1:
             out = pieces[0]
         elif kind == "partial":
-            out = np.add(pieces[0], pieces[1], out=np.empty(t.shape, t.dtype))
+            into = pieces[0] if owned else np.empty(t.shape, t.dtype)
+            out = np.add(pieces[0], pieces[1], out=into)
             for piece in pieces[2:]:
                 np.add(out, piece, out=out)
         else:
@@ -308,9 +313,13 @@ class BatchSplit:
 class _Choice:
     """Whether the threads or one thread ran a call faster lately, on this machine under its
     current load: the median of each way's last few times. The way not chosen is tried again
-    every `period` calls, less often while the choice holds."""
+    every `period` calls, less often while the choice holds, and taken only when it was faster
+    by more than `MARGIN`: noise would flip a close choice back and forth, and each call the
+    slower way costs more than a close call gains (a training step's slices one after the
+    other on one thread take ~1.2x the whole batch's time)."""
 
     KEEP, FIRST, LONGEST = 5, 4, 64
+    MARGIN = 0.1
 
     def __init__(self):
         self.times: tuple[list, list] = ([], [])  # seconds: one thread, threads
@@ -334,7 +343,7 @@ class _Choice:
         if not self._ready():
             return
         one, many = (sorted(t)[self.KEEP // 2] for t in self.times)
-        best = many < one
+        best = many < one * (1 + self.MARGIN) if self.threads else many * (1 + self.MARGIN) < one
         if threads != self.threads:  # the other way, tried
             self.period = self.FIRST if best != self.threads else min(2 * self.period, self.LONGEST)
             self.countdown = self.period

@@ -1,8 +1,10 @@
-"""Backends: each turns an optimized Graph into a runner (input arrays -> output arrays)."""
+"""Backends: each turns an optimized Graph into a runner (input arrays -> fresh output arrays)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import numpy as np
 
 from ..ir.graph import Graph
 from ..ir.interpreter import run
@@ -27,7 +29,9 @@ def numpy_backend(graph: Graph):
     """The reference interpreter as a backend."""
 
     def runner(inputs):
-        return run(graph, inputs)
+        # Fresh arrays, as native code returns: callers keep them or add into them (a gradient
+        # becomes `.grad`), so none may be an input, a constant's value or another output.
+        return [np.array(out) for out in run(graph, inputs)]
 
     return runner
 

@@ -9,6 +9,7 @@ import pytest
 import mytorch
 from mytorch import Tensor, nn, parallel, pytree
 from mytorch.ir.interpreter import run
+from mytorch.ops.registry import TensorType
 from tests.ir.test_batch_axis import data, tutorial_seq
 
 T, I, H = 5, 6, 4
@@ -189,6 +190,29 @@ def test_the_choice_follows_the_faster_way():
         ways.append(threads)
         choice.record(threads, 3.0 if threads else 2.0)
     assert ways[-50:].count(True) <= 2
+
+
+def test_the_choice_holds_against_a_close_call():
+    choice = parallel._Choice()
+    ways = []
+    for k in range(200):  # one thread 5% faster, within the noise of a busy machine
+        threads = choice.pick()
+        ways.append(threads)
+        choice.record(threads, (1.0 if threads else 0.95) * (1 + 0.02 * (k % 3)))
+    assert ways[10:].count(False) <= 10  # tried now and then, never taken
+
+
+def test_combine_joins_rows_and_sums_partials():
+    a, b = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    types = [TensorType((4, 3), np.dtype(np.float64)), TensorType((2, 3), np.dtype(np.float64))]
+    rows, total = parallel.combine([[a, a], [b, b]], [0, "partial"], types)
+    np.testing.assert_array_equal(rows, np.concatenate([a, b]))
+    np.testing.assert_array_equal(total, a + b)
+    assert total is not a and np.array_equal(a, np.arange(6.0).reshape(2, 3))
+    first = a.copy()  # owned: nothing else holds the slices' arrays, the sum goes into slice 0's
+    (total,) = parallel.combine([[first], [b]], ["partial"], types[1:], owned=True)
+    assert total is first
+    np.testing.assert_array_equal(total, a + b)
 
 
 def test_adaptive_calls_match(monkeypatch, threads):

@@ -8,6 +8,7 @@ import pytest
 
 import mytorch
 from mytorch import Tensor, nn
+from mytorch.codegen import BACKENDS
 from mytorch.ir import verify
 from mytorch.ir.interpreter import run
 from mytorch.ir.trace import trace_call
@@ -88,6 +89,16 @@ def test_compiled_gradients_match_eager_for_every_op(case: IRCase):
     (compiled_out * Tensor(weights, trainable=False)).sum().backward()
     for k, (e, c) in enumerate(zip(eager_args, compiled_args, strict=True)):
         assert_same(c.grad, e.grad, f"gradient of input {k}, {case.id}")
+
+
+def test_the_numpy_backend_returns_fresh_arrays():
+    # As native code does: a caller may add into an output (a gradient becomes `.grad`).
+    graph = mytorch.trace(lambda x: (x, x.T, x.T), Tensor(np.ones((2, 3), np.float32)))
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    same, view, view_again = BACKENDS["numpy"](graph)([x])
+    assert same is not x and not np.shares_memory(view, x)
+    assert not np.shares_memory(view, view_again)
+    np.testing.assert_array_equal(view, x.T)
 
 
 def test_random_ops_follow_the_seed_not_the_graph():
