@@ -102,6 +102,18 @@ def test_sampler_draws_what_rng_choice_draws(names_by_language):
         assert labels.tolist() == [train[i][1] for i in picks]
 
 
+def test_sampler_letters_are_the_sampled_names_letters(names_by_language):
+    train, _ = nc.split_names(names_by_language)
+    by_names = nc.LengthBucketSampler(train, 18, np.random.default_rng(3))
+    by_letters = nc.LengthBucketSampler(train, 18, np.random.default_rng(3))
+    for _ in range(50):
+        names, labels = by_names.sample(8)
+        letters, same_labels, picks = by_letters.sample_letters(8)
+        assert letters.tolist() == nc.letter_indices(names).tolist()
+        assert same_labels.tolist() == labels.tolist()
+        assert [train[i][0] for i in picks] == names
+
+
 def test_letter_noise_replaces_about_p_of_the_letters_with_ascii_letters():
     letters = nc.letter_indices(["Zz.'"] * 5000)
     noisy = nc.add_letter_noise(letters, 0.1, np.random.default_rng(0))
