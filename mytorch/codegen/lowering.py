@@ -596,6 +596,9 @@ def _checked_index(ctx, idx_view: View, i_idx, n: int, what: str) -> ir.Value:
 def _embedding(ctx, node, out: View, weight: View, indices: View):
     k = ctx.k
     num, width = weight.shape
+    # Rows read whole: a table seen transposed (a weight's columns, W.T's rows, as a one-hot
+    # product's lookup reads them) is copied once, not read a cache line per element.
+    weight = ctx.contiguous(weight)
 
     def body(idx):
         row = _checked_index(ctx, indices, idx, num, "embedding")

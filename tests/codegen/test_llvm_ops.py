@@ -406,6 +406,8 @@ for _dtype in FLOATS:
              values(_shape, I64, low=0, high=7))
 case("embedding", "int32-indices", lambda w, i: apply("embedding", w, i), values((7, 17), F32),
      values((5,), I32, low=0, high=7))
+case("embedding", "transposed-table", lambda w, i: apply("embedding", w.T[:5], i),
+     values((17, 7), F32), values((2, 3), I64, low=0, high=5))
 case("embedding", "then-linear", lambda w, i, lw: apply("embedding", w, i) @ lw.T,
      values((7, 3), F32), values((4,), I64, low=0, high=7), values((5, 3), F32, key=1))
 
