@@ -266,7 +266,8 @@ def predict(model: RNN, names: list[str], run=None) -> np.ndarray:
     `run` maps letter indices to log-probabilities: the eager `sequence_classifier` by default,
     or a compiled one.
     """
-    run = run or sequence_classifier(model)
+    if run is None:
+        run = sequence_classifier(model)
     predictions = np.empty(len(names), dtype=np.int64)
     by_length = defaultdict(list)
     for i, name in enumerate(names):
