@@ -8,10 +8,10 @@ import pytest
 
 import mytorch
 from mytorch import Tensor, nn
-from mytorch.tensor import apply
 from mytorch.ir.batch_axis import batch_axes, batch_slice
 from mytorch.ir.interpreter import run
 from mytorch.ir.verify import verify
+from mytorch.tensor import apply
 from tests.ir.programs import RNN, TUTORIAL_SIZES, stacked_sequence, unrolled
 
 T, B, I, H = 5, 7, 6, 4
