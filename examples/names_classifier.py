@@ -1,8 +1,9 @@
 """Classify surnames by language with the RNN tutorial's character-level RNN, in eager mytorch.
 
 This follows PyTorch's tutorial "Classifying Names with a Character-Level RNN": each name becomes
-a sequence of one-hot letters, the tutorial's RNN reads them one at a time from a zero hidden
-state, and the output of the last step (through LogSoftmax) is the guess among 18 languages.
+a sequence of one-hot letters (`F.one_hot` of the letters' indices), the tutorial's RNN reads them
+one at a time from a zero hidden state, and the output of the last step (through LogSoftmax) is
+the guess among 18 languages.
 
     python examples/names_classifier.py            # train with the defaults, then evaluate
     python examples/names_classifier.py --compile  # the same, training through compiled code
@@ -35,11 +36,12 @@ import numpy as np
 
 import mytorch
 from mytorch import Tensor, nn, optim
+from mytorch.nn import functional as F
 
 LETTERS = string.ascii_letters + " .,;'"
 N_LETTERS = len(LETTERS)  # 57
 LETTER_INDEX = {letter: i for i, letter in enumerate(LETTERS)}
-_LETTER_OF_BYTE = np.zeros(128, np.intp)  # ASCII code -> index in LETTERS (names hold only LETTERS)
+_LETTER_OF_BYTE = np.zeros(128, np.int64)  # ASCII code -> index in LETTERS (names hold no other)
 _LETTER_OF_BYTE[[ord(letter) for letter in LETTERS]] = np.arange(N_LETTERS)
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "names"
 TEST_FRACTION = 0.1
@@ -95,26 +97,13 @@ def split_names(
     return train, test
 
 
-def encode(names: list[str]) -> np.ndarray:
-    """One-hot letters of equal-length names: a (length, batch, N_LETTERS) float32 array."""
-    return one_hot(letter_indices(names))
-
-
 def letter_indices(names: list[str]) -> np.ndarray:
-    """The index in LETTERS of every letter of equal-length names: a (length, batch) array."""
+    """The index in LETTERS of every letter of equal-length names: a (length, batch) int64 array."""
     length = len(names[0])
     if any(len(name) != length for name in names):
         raise ValueError(f"names in one batch must have the same length, got {names}")
     codes = np.frombuffer("".join(names).encode("ascii"), np.uint8).reshape(len(names), length)
-    return _LETTER_OF_BYTE[codes].T
-
-
-def one_hot(letters: np.ndarray) -> np.ndarray:
-    """(length, batch) letter indices -> (length, batch, N_LETTERS) float32 one-hot vectors."""
-    length, batch = letters.shape
-    onehot = np.zeros((length, batch, N_LETTERS), dtype=np.float32)
-    onehot[np.arange(length)[:, None], np.arange(batch), letters] = 1.0
-    return onehot
+    return np.ascontiguousarray(_LETTER_OF_BYTE[codes].T)
 
 
 def add_letter_noise(letters: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
@@ -208,21 +197,15 @@ class RNN(nn.Module):
         return f"RNN(input_size={self.input_size}, hidden_size={self.hidden_size}, output_size={self.output_size})"  # noqa: E501
 
 
-def classify(model: RNN, onehot: np.ndarray) -> Tensor:
-    """Run the RNN over the letters from h=0: log-probabilities (batch, languages) at the end."""
-    hidden = mytorch.zeros(onehot.shape[1], model.hidden_size)
-    for letter in onehot:
-        output, hidden = model(mytorch.from_numpy(letter), hidden)
-    return nn.LogSoftmax(dim=1)(output)
-
-
 def sequence_classifier(model: RNN):
-    """`classify` as one function of a (length, batch, letters) tensor, which can be compiled."""
+    """The classifier as one function, which can be compiled: (length, batch) letter indices ->
+    log-probabilities (batch, languages), the RNN run over the one-hot letters from h=0."""
 
     def run(letters: Tensor) -> Tensor:
+        onehot = F.one_hot(letters, N_LETTERS).float()
         hidden = mytorch.zeros(letters.shape[1], model.hidden_size)
         for t in range(letters.shape[0]):
-            output, hidden = model(letters[t], hidden)
+            output, hidden = model(onehot[t], hidden)
         return nn.LogSoftmax(dim=1)(output)
 
     return run
@@ -270,9 +253,9 @@ def train(
     running_loss, running_steps = 0.0, 0
     for it in range(1, iters + 1):
         letters, labels, picks = sampler.sample_letters(batch)
-        onehot = one_hot(add_letter_noise(letters, noise, sampler.rng))
+        letters = add_letter_noise(letters, noise, sampler.rng)
         targets = Tensor(labels, dtype=np.int64, trainable=False)
-        loss, log_probs = loss_of(mytorch.from_numpy(onehot), targets)
+        loss, log_probs = loss_of(mytorch.from_numpy(letters), targets)
         optimizer.zero_grad()
         loss.backward()
         # A vanilla tanh RNN's gradient can spike on long names: clipping keeps SGD stable.
@@ -298,20 +281,19 @@ def train(
 def predict(model: RNN, names: list[str], run=None) -> np.ndarray:
     """The predicted language index of every name (batched by length, no gradient).
 
-    `run` maps one-hot letters to log-probabilities: eager `classify` by default, or a compiled
-    `sequence_classifier`.
+    `run` maps letter indices to log-probabilities: the eager `sequence_classifier` by default,
+    or a compiled one.
     """
+    if run is None:
+        run = sequence_classifier(model)
     predictions = np.empty(len(names), dtype=np.int64)
     by_length = defaultdict(list)
     for i, name in enumerate(names):
         by_length[len(name)].append(i)
     with mytorch.no_grad():
         for indices in by_length.values():
-            onehot = encode([names[i] for i in indices])
-            if run is None:
-                log_probs = classify(model, onehot)
-            else:
-                log_probs = run(mytorch.from_numpy(onehot))
+            letters = letter_indices([names[i] for i in indices])
+            log_probs = run(mytorch.from_numpy(letters))
             predictions[indices] = log_probs.data.argmax(axis=1)
     return predictions
 
@@ -437,7 +419,7 @@ def compare_compiled(model: RNN, test: list[tuple[str, int]]):
     if agree < 0.999 or np.any(first != fast):
         raise AssertionError(f"compiled and eager predictions differ on {1 - agree:.2%} of names")
     with mytorch.no_grad():
-        compiled(mytorch.from_numpy(encode(["Satoshi"])))
+        compiled(mytorch.from_numpy(letter_indices(["Satoshi"])))
     print("\nthe compiled classifier for one 7-letter name, after the passes:")
     print(compiled.graph)
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 import subprocess
 import sys
@@ -66,14 +67,17 @@ def test_balanced_accuracy_is_the_mean_of_per_language_accuracies():
         nc.balanced_accuracy(targets, predictions, 4)
 
 
-def test_encode_is_one_hot_per_letter_and_rejects_mixed_lengths():
-    onehot = nc.encode(["Abe", "Li."])
-    assert onehot.shape == (3, 2, 57)
+def test_letter_indices_are_one_per_letter_and_reject_mixed_lengths():
+    letters = nc.letter_indices(["Abe", "Li."])
+    assert letters.shape == (3, 2) and letters.dtype == np.int64
+    assert letters.flags.c_contiguous  # (as compiled calls take their arguments)
+    assert "".join(nc.LETTERS[i] for i in letters.T.ravel()) == "AbeLi."
+    onehot = nc.F.one_hot(nc.mytorch.from_numpy(letters), nc.N_LETTERS).float().data
+    assert onehot.shape == (3, 2, 57) and onehot.dtype == np.float32
     assert onehot.sum(axis=2).tolist() == [[1, 1], [1, 1], [1, 1]]
-    assert onehot[0, 0, nc.LETTERS.index("A")] == 1
     assert onehot[2, 1, nc.LETTERS.index(".")] == 1
     with pytest.raises(ValueError, match="same length"):
-        nc.encode(["Abe", "Li"])
+        nc.letter_indices(["Abe", "Li"])
 
 
 def test_sampler_draws_same_length_batches_with_uniform_languages(names_by_language):
@@ -130,12 +134,15 @@ def test_letter_noise_replaces_about_p_of_the_letters_with_ascii_letters():
     ids=["eager", "compile", "compile_2_threads"],
 )
 def test_quick_mode_runs_and_reports_the_metric(flags):
+    # this checkout's mytorch, not whichever one is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), *sys.path])}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "names_classifier.py"), "--quick", *flags],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "held-out balanced accuracy" in result.stdout

@@ -384,6 +384,22 @@ def _embedding(node: Node, found: BatchAxes) -> int | None:
     return found.axes[node.inputs[1]]
 
 
+def _embedding_grad(node: Node, found: BatchAxes) -> int | None:
+    """embedding_grad(g, indices): each slice adds its rows of g into the table, so the table
+    is a partial sum (as a product contracting the batch is); g and the indices share the
+    batch axis (g has one dim more, the table's width, last)."""
+    axes = {found.axes[i] for i in node.inputs} - {None}
+    if not axes:
+        return None
+    axis = axes.pop()
+    if axes or axis >= len(node.inputs[1].shape):
+        raise Unsplittable(f"%{node.name}: g's and the indices' batch axes disagree")
+    _read(node, 0, axis, found)
+    _read(node, 1, axis, found)
+    found.partial.add(node)
+    return None
+
+
 def _loop(node: Node, found: BatchAxes) -> int | None:
     body: Graph = node.params["body"]
     k = node.params.get("sequences", 1)
@@ -438,6 +454,7 @@ RULES.update(
     rnn_step=_rnn,
     rnn_cell=_rnn,
     embedding=_embedding,
+    embedding_grad=_embedding_grad,
     loop=_loop,
     reshape=_reshape,
     sum_to=_sum_to,

@@ -19,6 +19,7 @@ __all__ = [
     "log_softmax",
     "mse_loss",
     "nll_loss",
+    "one_hot",
     "relu",
     "sigmoid",
     "softmax",
@@ -176,6 +177,40 @@ def embedding(input: Any, weight: Tensor) -> Tensor:
         f"(valid indices are 0..{num - 1})",
     )
     return apply("embedding", weight, indices)
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 one-hot vectors of integer class values: shape tensor.shape + (num_classes,).
+    num_classes=-1 takes the largest value + 1 (the values must then be concrete, not traced).
+    `.float()` makes them float32 (a product with them is a row lookup: see the `one_hot_lookup`
+    pass)."""
+    _check_tensor(tensor, "one_hot input")
+    if np.dtype(tensor.dtype).kind not in "iu":
+        raise TypeError(f"one_hot needs a tensor of integers, got dtype {_dtype_name(tensor)}")
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < -1:
+        raise ValueError(f"one_hot: num_classes must be -1 or a count >= 0, got {num_classes!r}")
+    indices = as_index_tensor(tensor, "one_hot input")
+    if is_concrete(indices) and indices.data.size and indices.data.min() < 0:
+        raise IndexError(
+            f"one_hot: class value {int(indices.data.min())} is negative "
+            f"(num_classes={num_classes}; class values are 0..num_classes-1)"
+        )
+    if num_classes == -1:
+        if not is_concrete(indices):
+            raise ValueError(
+                "one_hot: num_classes=-1 infers the count from the values, which are not known "
+                "while tracing: pass num_classes"
+            )
+        if indices.data.size == 0:
+            raise ValueError("one_hot: cannot infer num_classes from an empty tensor: pass it")
+        num_classes = int(indices.data.max()) + 1
+    check_index_range(
+        indices,
+        num_classes,
+        f"one_hot: class value {{index}} is out of range for num_classes={num_classes} "
+        f"(valid values are 0..{num_classes - 1})",
+    )
+    return apply("one_hot", indices, num_classes=int(num_classes), dtype="int64")
 
 
 # ---- losses --------------------------------------------------------------------------------

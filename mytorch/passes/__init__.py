@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (each module registers its pass)
     dce,
     fuse_rnn_cell,
     hoist_input_projection,
+    one_hot_lookup,
     peel,
     reroll,
     roll,

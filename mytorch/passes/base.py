@@ -62,6 +62,7 @@ PIPELINES: dict[str, list[str]] = {
         "split_concat",
         "fuse_rnn_cell",
         "hoist_input_projection",
+        "one_hot_lookup",
         "reroll",
         "batch_steps",
         "unroll",

@@ -9,9 +9,11 @@ import pytest
 
 import mytorch
 from mytorch import Tensor, nn, optim, parallel
+from mytorch.nn import functional as F
 from tests.ir.programs import RNN
 
 T, I, H, C = 4, 6, 5, 3
+LETTERS = 9
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +47,22 @@ def tutorial(batch):
     return rnn, loss, (T, batch, I)
 
 
+def names(batch):
+    """The names example's loss: letter indices, one-hot inside (`one_hot_lookup` makes the
+    input product a row lookup, the weight's gradient an `embedding_grad`)."""
+    rnn = RNN(LETTERS, H, C)
+
+    def loss(letters, labels):
+        onehot = F.one_hot(letters, LETTERS).float()
+        h = mytorch.zeros(batch, H)
+        for t in range(letters.shape[0]):
+            out, h = rnn(onehot[t], h)
+        log_probs = nn.LogSoftmax(dim=1)(out)
+        return nn.NLLLoss()(log_probs, labels), log_probs
+
+    return rnn, loss, (T, batch)
+
+
 def torch_rnn(batch):
     rnn, head = nn.RNN(I, H, num_layers=2), nn.Linear(H, C)
     model = nn.ModuleList([rnn, head])
@@ -65,12 +83,15 @@ def mlp(batch):
     return model, loss, (batch, I)
 
 
-MODELS = {"tutorial": tutorial, "nn.RNN": torch_rnn, "mlp": mlp}
+MODELS = {"tutorial": tutorial, "names": names, "nn.RNN": torch_rnn, "mlp": mlp}
 
 
-def inputs(shape, batch, seed=0):
+def inputs(shape, batch, seed=0, letters=False):
     rng = np.random.default_rng(seed)
-    x = Tensor(rng.standard_normal(shape).astype(np.float32), trainable=False)
+    if letters:
+        x = Tensor(rng.integers(0, LETTERS, shape), dtype=np.int64, trainable=False)
+    else:
+        x = Tensor(rng.standard_normal(shape).astype(np.float32), trainable=False)
     labels = rng.integers(0, C, batch)
     dtype = np.float32 if len(shape) == 2 else np.int64  # the MLP regresses on the label
     return x, Tensor(labels.astype(dtype), trainable=False)
@@ -89,7 +110,7 @@ def train(name, batch, n, compiled=True, steps=3, change=None):
         if change and step == 1:
             for p in model.parameters():
                 change(p)
-        x, labels = inputs(shape, batch, seed=step)
+        x, labels = inputs(shape, batch, seed=step, letters=name == "names")
         opt.zero_grad()
         for _ in range(2):
             result = fn(x, labels)
@@ -149,6 +170,22 @@ def test_slices_of_one_size_share_a_build(threads):
         (False, 0, 4),
         (True, 0, 4),
     ]
+
+
+def test_the_names_models_lookup_gradient_is_a_partial_sum(monkeypatch, threads):
+    found = {}
+    original = parallel.batch_slice
+
+    def kept(graph, axes, start, stop):
+        found[graph.name.endswith("_backward")] = axes
+        return original(graph, axes, start, stop)
+
+    monkeypatch.setattr(parallel, "batch_slice", kept)
+    _, fn = train("names", 8, 2, steps=1)
+    assert split_of(fn) is not None
+    (lookup_grad,) = [n for n in fn.backward_graph.nodes if n.op == "embedding_grad"]
+    assert lookup_grad in found[True].partial
+    assert "partial" in split_of(fn).grad_kinds
 
 
 def test_a_partial_sum_into_a_nonlinearity_stays_unsplit(threads):

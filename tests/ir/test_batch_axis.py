@@ -11,6 +11,7 @@ from mytorch import Tensor, nn
 from mytorch.ir.batch_axis import batch_axes, batch_slice
 from mytorch.ir.interpreter import run
 from mytorch.ir.verify import verify
+from mytorch.tensor import apply
 from tests.ir.programs import RNN, TUTORIAL_SIZES, stacked_sequence, unrolled
 
 T, B, I, H = 5, 7, 6, 4
@@ -19,6 +20,11 @@ T, B, I, H = 5, 7, 6, 4
 def data(*shape, seed: int = 0) -> Tensor:
     rng = np.random.default_rng(seed)
     return Tensor(rng.standard_normal(shape).astype(np.float32), trainable=False)
+
+
+def indices(*shape, high: int = 5) -> Tensor:
+    rng = np.random.default_rng(1)
+    return Tensor(rng.integers(0, high, shape), dtype=np.int64, trainable=False)
 
 
 def tutorial_seq(batch: int):
@@ -98,6 +104,18 @@ PARTIAL = {  # name: (fn, inputs, the first argument's batch axis): one partial 
     "merged_steps_and_batch": lambda: (
         lambda x: (x.reshape(T * B, I).transpose(0, 1) @ x.reshape(T * B, I) * 3).sum(0),
         (data(T, B, I),),
+        1,
+    ),
+    # each slice adds its rows into the table (a one-hot product's weight gradient, made a
+    # lookup's by one_hot_lookup); the indices are read by the slice's rows
+    "embedding_grad_of_rows": lambda: (
+        lambda g, i: apply("embedding_grad", g * 2, i, num=5),
+        (data(B, I), indices(B)),
+        0,
+    ),
+    "embedding_grad_of_steps": lambda: (
+        lambda g, i: apply("embedding_grad", g, i, num=5),
+        (data(T, B, I), indices(T, B)),
         1,
     ),
     "blocks_of_merged_rows": lambda: (

@@ -111,3 +111,29 @@ def test_embedding_index_out_of_range():
         table([-2])
     with pytest.raises(ValueError, match="whole numbers"):
         table(Tensor([0.5]))
+
+
+def test_one_hot_bad_input():
+    def ints(*values):
+        return Tensor(np.array(values), dtype=np.int64, trainable=False)
+
+    with pytest.raises(TypeError, match="integers, got dtype float32"):
+        F.one_hot(Tensor([0.0, 1.0]), 2)
+    with pytest.raises(TypeError, match="Tensor, got ndarray"):
+        F.one_hot(np.array([0, 1]), 2)
+    with pytest.raises(IndexError, match=r"class value 3 is out of range for num_classes=3"):
+        F.one_hot(ints(0, 3), 3)
+    with pytest.raises(IndexError, match=r"class value -1 is negative \(num_classes=3;"):
+        F.one_hot(ints(0, -1), 3)
+    with pytest.raises(IndexError, match=r"class value -2 is negative \(num_classes=-1;"):
+        F.one_hot(ints(-2, 1))
+    with pytest.raises(ValueError, match="num_classes must be -1 or a count >= 0, got -2"):
+        F.one_hot(ints(0, 1), -2)
+    with pytest.raises(ValueError, match="cannot infer num_classes from an empty tensor"):
+        F.one_hot(ints())
+    traced = mytorch.compile(lambda i: F.one_hot(i), fullgraph=True)
+    with pytest.raises(ValueError, match="not known while tracing: pass num_classes"):
+        traced(ints(0, 1))
+    checked = mytorch.compile(lambda i: F.one_hot(i, 3), fullgraph=True)
+    with pytest.raises(IndexError, match="one_hot"):  # checked when run, not when traced
+        checked(ints(0, 5))

@@ -109,6 +109,25 @@ def test_embedding_gradient_accumulates_repeated_rows():
     np.testing.assert_array_equal(table.weight.grad, [[0, 0], [2, 2], [0, 0], [1, 1]])
 
 
+def test_one_hot_values_dtype_shape_and_inferred_classes():
+    indices = Tensor(np.array([[0, 2], [1, 1]]), dtype=np.int64, trainable=False)
+    out = F.one_hot(indices, 4)
+    assert out.shape == (2, 2, 4) and out.dtype == np.int64
+    np.testing.assert_array_equal(out.data, np.eye(4, dtype=np.int64)[indices.data])
+    inferred = F.one_hot(indices)  # num_classes=-1: the largest value + 1
+    assert inferred.shape == (2, 2, 3)
+    np.testing.assert_array_equal(inferred.data, np.eye(3, dtype=np.int64)[indices.data])
+    scalar = F.one_hot(Tensor(np.array(2, np.int32), dtype=np.int32, trainable=False), 3)
+    assert scalar.dtype == np.int64 and scalar.data.tolist() == [0, 0, 1]
+    assert F.one_hot(indices, 3).float().dtype == np.float32
+
+
+def test_one_hot_traces_with_num_classes():
+    indices = Tensor(np.array([[0, 2], [1, 1]]), dtype=np.int64, trainable=False)
+    compiled = mytorch.compile(lambda i: F.one_hot(i, 3).float() * 2, fullgraph=True)
+    np.testing.assert_array_equal(compiled(indices).data, 2 * np.eye(3)[indices.data])
+
+
 def test_dropout_in_training_and_eval():
     x = mytorch.ones(1000)
     dropout = nn.Dropout(0.25)

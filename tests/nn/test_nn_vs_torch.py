@@ -267,6 +267,15 @@ def test_embedding(float64):
     compare_with_torch(ours, theirs, indices)
 
 
+@pytest.mark.parametrize("num_classes", [-1, 6])
+def test_one_hot(num_classes):
+    indices = np.array([[1, 2, 2], [4, 0, 1]], dtype=np.int64)
+    ours = F.one_hot(Tensor(indices, dtype=np.int64, trainable=False), num_classes)
+    theirs = torch.nn.functional.one_hot(torch.from_numpy(indices), num_classes)
+    assert ours.dtype == np.int64 and ours.shape == tuple(theirs.shape)
+    np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
 # ---- losses ----------------------------------------------------------------------------------
 
 
