@@ -49,5 +49,28 @@ def _rewrite(graph: Graph, matmul: Node) -> bool:
     lookup = infer_type("embedding", [weight, indices], {})
     if lookup != matmul.type:
         return remark(PATTERN, matmul, False, f"the lookup is {lookup}, the product {matmul.type}")
-    replace(graph, matmul, graph.add_node("embedding", [weight, indices], before=matmul))
-    return remark(PATTERN, matmul, True, f"{classes} classes")
+    bias = _row_bias(matmul)
+    if bias is None:
+        replace(graph, matmul, graph.add_node("embedding", [weight, indices], before=matmul))
+        return remark(PATTERN, matmul, True, f"{classes} classes")
+    # A bias added to every looked-up row is added to the table's rows instead, once each.
+    add, b = bias
+    table = graph.add_node("add", [weight, b], before=add)
+    replace(graph, add, graph.add_node("embedding", [table, indices], before=add))
+    return remark(PATTERN, matmul, True, f"{classes} classes, the bias added to the table")
+
+
+def _row_bias(matmul: Node) -> tuple[Node, Node] | None:
+    """(add, b) when the product's only use adds to it a b the same for every row (a bias of
+    shape (N,), (1, N), (1,) or ()), so that the lookup can read W + b."""
+    if len(matmul.users) != 1:
+        return None
+    (add,) = matmul.users
+    if add.op != "add" or add.type != matmul.type:
+        return None
+    b = add.inputs[1] if add.inputs[0] is matmul else add.inputs[0]
+    if b is matmul or b.dtype != matmul.dtype or len(b.shape) > 2:
+        return None
+    if any(n != 1 for n in b.shape[:-1]) or b.shape[-1:] not in ((), (1,), matmul.shape[-1:]):
+        return None
+    return add, b

@@ -97,6 +97,51 @@ def test_it_fires_in_a_loop_body():
     )
 
 
+BIASED = """
+graph(%i: i64[2,3], %w: f32[4,5] param, %b: f32[5] param) {
+  %one_hot0 = one_hot(%i) {dtype='float32', num_classes=4} : f32[2,3,4]
+  %matmul0 = matmul(%one_hot0, %w) : f32[2,3,5]
+  %add0 = add(%b, %matmul0) : f32[2,3,5]
+  return (%add0)
+}
+"""
+
+
+def test_a_bias_added_to_every_row_is_added_to_the_table():
+    check_pass(
+        "one_hot_lookup",
+        BIASED,
+        """
+        graph(%i: i64[2,3], %w: f32[4,5] param, %b: f32[5] param) {
+          %add1 = add(%w, %b) : f32[4,5]
+          %embedding0 = embedding(%add1, %i) : f32[2,3,5]
+          return (%embedding0)
+        }
+        """,
+    )
+    assert remarks_of("one_hot_lookup", BIASED) == [
+        ("%matmul0", True, "4 classes, the bias added to the table")
+    ]
+
+
+@pytest.mark.parametrize(
+    "other", ["f32[3,5]", "f32[2,1,5]", "f32[2,3,5]"], ids=["per-row", "per-step", "whole"]
+)
+def test_a_term_not_the_same_for_every_row_stays_after_the_lookup(other):
+    graph = BIASED.replace("%b: f32[5]", f"%b: {other}")
+    check_pass(
+        "one_hot_lookup",
+        graph,
+        graph.replace(
+            """  %one_hot0 = one_hot(%i) {dtype='float32', num_classes=4} : f32[2,3,4]
+  %matmul0 = matmul(%one_hot0, %w) : f32[2,3,5]
+  %add0 = add(%b, %matmul0)""",
+            """  %embedding0 = embedding(%w, %i) : f32[2,3,5]
+  %add0 = add(%b, %embedding0)""",
+        ),
+    )
+
+
 NOT_FIRED = {
     "W not 2-D": (
         """
@@ -193,6 +238,8 @@ def test_the_hoisted_input_projection_becomes_a_lookup_and_explain_says_so():
     ops = fn.graph.op_counts()
     # (the other one_hot is NLLLoss's, of the labels, multiplied elementwise)
     assert ops["embedding"] == 1 and ops["one_hot"] == 1 and "cast" not in ops, str(fn.graph)
+    (lookup,) = [n for n in fn.graph.nodes if n.op == "embedding"]
+    assert lookup.inputs[0].op == "add" and lookup.inputs[0].shape == (LETTERS, HIDDEN)  # + bias
     assert [n.inputs[0].op for n in fn.graph.nodes if n.op == "matmul"] == ["getitem"]  # h2o
     assert fn.backward_graph.op_counts()["embedding_grad"] == 1, str(fn.backward_graph)
     report = str(mytorch.explain(names_loss(rnn), *names_inputs()))
