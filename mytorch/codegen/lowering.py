@@ -604,7 +604,7 @@ def _embedding(ctx, node, out: View, weight: View, indices: View):
         row = _checked_index(ctx, indices, idx, num, "embedding")
         k.loop(width, lambda j: k.store(k.load(weight, [row, j]), out, list(idx) + [j]), "d")
 
-    k.loop_nest(indices.shape, body, "t")
+    _each_index(ctx, indices, body)
 
 
 @lowering("embedding_grad")
@@ -621,7 +621,30 @@ def _embedding_grad(ctx, node, out: View, g: View, indices: View):
 
         k.loop(width, add, "d")
 
-    k.loop_nest(indices.shape, body, "t")
+    _each_index(ctx, indices, body)
+
+
+def _each_index(ctx, indices: View, body) -> None:
+    """body(idx) at every position of `indices`: its leading dim's size given at run time in a
+    scaled kernel (`_indices_scaled`)."""
+    k = ctx.k
+    if ctx.count is not None:
+        rest = indices.shape[1:]
+        k.loop(ctx.count, lambda t: k.loop_nest(rest, lambda idx: body([t, *idx]), "i"), "t")
+    else:
+        k.loop_nest(indices.shape, body, "t")
+
+
+@scaled("embedding")
+@scaled("embedding_grad")
+def _indices_scaled(node, views):
+    """A lookup or its gradient over steps of indices (a sequence's letters, T x batch) takes
+    the number of steps at run time: one kernel serves every sequence length."""
+    rows = 0 if node.op == "embedding" else 1  # the view with a row per index: out, or g
+    indices = views[2]
+    if not indices.shape or indices.shape[0] == 0:
+        return None
+    return Scaled(indices.shape[0], 1, ((rows, 0), (2, 0)))
 
 
 @lowering("one_hot")

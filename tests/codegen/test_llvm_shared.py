@@ -15,6 +15,7 @@ import pytest
 
 import mytorch
 from mytorch import Tensor, optim
+from mytorch.nn import functional as F
 from mytorch.codegen import llvm
 from mytorch.tensor import apply
 from tests.ir.programs import RNN
@@ -81,6 +82,35 @@ def test_every_sequence_length_shares_the_loop_and_product_kernels(batch, compil
         new.append((steps, len(compiles) - before))
     if batch == 64:  # a batch that is a whole chunk of k steps: nothing new after the first
         assert new[0][1] and new[2][1] == new[4][1] == 0, new
+
+
+def test_every_sequence_length_shares_the_one_hot_lookup_kernels(compiles, assert_same):
+    # The names example's input: letter indices, one-hot inside, a row lookup after the passes.
+    mytorch.manual_seed(0)
+    rnn, batch = RNN(11, 24, 3), 64
+
+    def loss(letters, labels):
+        return sequence_loss(rnn, batch)(F.one_hot(letters, 11).float(), labels)
+
+    native = mytorch.compile(loss, backend="llvm")
+    interpreted = mytorch.compile(loss, backend="numpy")
+    new = []
+    for steps in (7, 3, 9, 1, 12):
+        rng = np.random.default_rng(steps)
+        letters = Tensor(rng.integers(0, 11, (steps, batch)), dtype=np.int64, trainable=False)
+        labels = Tensor(np.eye(3, dtype=F32)[rng.integers(0, 3, batch)], trainable=False)
+        before = len(compiles)
+        results = []
+        for fn in (native, interpreted):
+            rnn.zero_grad()
+            value = fn(letters, labels)
+            value.backward()
+            results.append([value.data.copy()] + [p.grad.copy() for p in rnn.parameters()])
+        for k, (g, w) in enumerate(zip(*results, strict=True)):
+            assert_same(g, w, what=f"T={steps} output {k}")
+        new.append((steps, len(compiles) - before))
+    assert "embedding" in native.graph.op_counts()
+    assert new[0][1] and new[2][1] == new[4][1] == 0, new
 
 
 def test_two_graphs_needing_one_kernel_call_the_same_code(assert_same):
