@@ -15,8 +15,8 @@ import pytest
 
 import mytorch
 from mytorch import Tensor, optim
-from mytorch.nn import functional as F
 from mytorch.codegen import llvm
+from mytorch.nn import functional as F
 from mytorch.tensor import apply
 from tests.ir.programs import RNN
 
