@@ -145,8 +145,7 @@ class LengthBucketSampler:
         self._name_cdfs = [_cdf(w) for w in self.name_weights]
         self._labels = np.array([label for _, label in pairs], dtype=np.int64)
         # Each bucket's names as columns of letter indices: a batch's letters are columns picked
-        # from an array, not strings joined and looked up (~0.2 ms a batch: a compiled training
-        # step takes ~4).
+        # from an array, not strings joined and looked up (51 -> 34 us a batch, measured alone).
         self._letters = [letter_indices([pairs[i][0] for i in b]) for b in self.buckets]
 
     def sample(self, batch: int) -> tuple[list[str], np.ndarray]:

@@ -27,8 +27,9 @@ def one_hot_lookup(graph: Graph) -> PassResult:
     changed = False
     for g, _ in subgraphs(graph):
         for node in list(g.nodes):
-            if node.op == "matmul" and _one_hot(node.inputs[0]) is not None:
-                changed |= _rewrite(g, node)
+            one_hot = _one_hot(node.inputs[0]) if node.op == "matmul" else None
+            if one_hot is not None:
+                changed |= _rewrite(g, node, one_hot)
     return PassResult(graph, changed)
 
 
@@ -39,8 +40,7 @@ def _one_hot(x: Node) -> Node | None:
     return x if x.op == "one_hot" else None
 
 
-def _rewrite(graph: Graph, matmul: Node) -> bool:
-    one_hot = _one_hot(matmul.inputs[0])
+def _rewrite(graph: Graph, matmul: Node, one_hot: Node) -> bool:
     weight = matmul.inputs[1]
     classes = one_hot.params["num_classes"]
     if len(weight.shape) != 2:
