@@ -9,6 +9,10 @@
   with no zeros to fill and add;
 - transpose(transpose(a) @ b) -> transpose(b) @ a (2-D): a weight's gradient (of `x @ W.T`)
   made in the layout it is returned in, not made transposed and then copied;
+- transpose(cat(a, b, dim=0)) -> cat(transpose(a), transpose(b), dim=1) (2-D, the cat read only
+  there, some piece a product or a transpose): the pieces then land in the transposed layout
+  themselves (a product as the rule above makes it, straight into its slice), with no whole
+  transpose copied after the cat (a weight split by `split_concat` or `one_hot_lookup`);
 - cat(a @ b1, a @ b2, dim=-1) -> a @ cat(b1, b2, dim=-1) (2-D, products used only there), when
   the operands' cat copies less than the products' (a has more rows than columns): the pieces
   of a split weight's gradient as one product;
@@ -113,6 +117,8 @@ def _rewrite(graph: Graph, node: Node) -> Node | None:
         return _unstack(node)
     if op == "transpose" and ins[0].op == "matmul":
         return _transpose_product(graph, node)
+    if op == "transpose" and ins[0].op == "cat":
+        return _transpose_cat(graph, node)
     if op == "cat" and node.params["dim"] == 0 and any(i.op == "cat" for i in ins):
         return _flatten_cats(graph, node)
     if op == "cat":
@@ -277,6 +283,16 @@ def _transpose_product(graph: Graph, node: Node) -> Node | None:
         return None
     b_t = graph.add_node("transpose", [b], {"d0": 0, "d1": 1})
     return graph.add_node("matmul", [b_t, a.inputs[0]], {})
+
+
+def _transpose_cat(graph: Graph, node: Node) -> Node | None:
+    cat = node.inputs[0]
+    if not (_only_2d(cat) and _swaps(node) and _read_once(graph, cat)):
+        return None
+    if not any(x.op in ("matmul", "transpose") for x in cat.inputs):
+        return None  # nothing would land in place: one strided copy either way
+    pieces = [graph.add_node("transpose", [x], {"d0": 0, "d1": 1}) for x in cat.inputs]
+    return graph.add_node("cat", pieces, {"dim": 1 - cat.params["dim"] % 2})
 
 
 def _swaps(transpose: Node) -> bool:

@@ -306,6 +306,49 @@ def test_a_transposed_product_of_a_transpose_naming_one_dim_twice_is_kept():
     )
 
 
+def test_a_transposed_cat_of_a_product_becomes_a_cat_of_transposed_pieces():
+    # a split weight's gradient, returned in the weight's layout: each piece transposed, so that
+    # the product is made in that layout (and, compiled, straight into its slice of the cat)
+    check_pass(
+        "simplify",
+        """
+        graph(%h: f32[12,128], %g: f32[12,128], %e: f32[57,128]) {
+          %transpose0 = transpose(%h) {d0=0, d1=1} : f32[128,12]
+          %matmul0 = matmul(%transpose0, %g) : f32[128,128]
+          %cat0 = cat(%e, %matmul0) {dim=0} : f32[185,128]
+          %transpose1 = transpose(%cat0) {d0=0, d1=1} : f32[128,185]
+          return (%transpose1)
+        }
+        """,
+        """
+        graph(%h: f32[12,128], %g: f32[12,128], %e: f32[57,128]) {
+          %transpose2 = transpose(%e) {d0=0, d1=1} : f32[128,57]
+          %transpose4 = transpose(%g) {d0=0, d1=1} : f32[128,12]
+          %matmul1 = matmul(%transpose4, %h) : f32[128,128]
+          %cat1 = cat(%transpose2, %matmul1) {dim=1} : f32[128,185]
+          return (%cat1)
+        }
+        """,
+    )
+
+
+def test_a_transposed_cat_read_elsewhere_or_of_plain_values_is_kept():
+    # cat0 is an output too; cat1's pieces are inputs: nothing would land in place
+    check_pass(
+        "simplify",
+        """
+        graph(%a: f32[3,4], %b: f32[4,4], %c: f32[4,4]) {
+          %matmul0 = matmul(%a, %b) : f32[3,4]
+          %cat0 = cat(%matmul0, %c) {dim=0} : f32[7,4]
+          %transpose0 = transpose(%cat0) {d0=0, d1=1} : f32[4,7]
+          %cat1 = cat(%b, %c) {dim=0} : f32[8,4]
+          %transpose1 = transpose(%cat1) {d0=0, d1=1} : f32[4,8]
+          return (%transpose0, %cat0, %transpose1)
+        }
+        """,
+    )
+
+
 def test_products_with_one_left_operand_side_by_side_become_one_product():
     # a split weight's gradient: d.T @ x and d.T @ h_prev over 12 rows, as d.T @ cat(x, h_prev)
     # (the cat copies 12 rows instead of 128); the transposes of one value count as one operand
