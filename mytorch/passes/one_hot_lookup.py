@@ -49,7 +49,7 @@ def _rewrite(graph: Graph, matmul: Node, one_hot: Node) -> bool:
     lookup = infer_type("embedding", [weight, indices], {})
     if lookup != matmul.type:
         return remark(PATTERN, matmul, False, f"the lookup is {lookup}, the product {matmul.type}")
-    bias = _row_bias(matmul)
+    bias = _row_bias(graph, matmul)
     if bias is None:
         replace(graph, matmul, graph.add_node("embedding", [weight, indices], before=matmul))
         return remark(PATTERN, matmul, True, f"{classes} classes")
@@ -60,10 +60,11 @@ def _rewrite(graph: Graph, matmul: Node, one_hot: Node) -> bool:
     return remark(PATTERN, matmul, True, f"{classes} classes, the bias added to the table")
 
 
-def _row_bias(matmul: Node) -> tuple[Node, Node] | None:
+def _row_bias(graph: Graph, matmul: Node) -> tuple[Node, Node] | None:
     """(add, b) when the product's only use adds to it a b the same for every row (a bias of
-    shape (N,), (1, N), (1,) or ()), so that the lookup can read W + b."""
-    if len(matmul.users) != 1:
+    shape (N,), (1, N), (1,) or ()), so that the lookup can read W + b. Not when the product is
+    an output too: it would still be made, as a second lookup besides the one with the bias."""
+    if len(matmul.users) != 1 or matmul in graph.outputs:
         return None
     (add,) = matmul.users
     if add.op != "add" or add.type != matmul.type:

@@ -124,6 +124,21 @@ def test_a_bias_added_to_every_row_is_added_to_the_table():
     ]
 
 
+def test_a_product_that_is_an_output_too_is_looked_up_once_without_the_bias():
+    graph = BIASED.replace("return (%add0)", "return (%add0, %matmul0)")
+    check_pass(
+        "one_hot_lookup",
+        graph,
+        """
+        graph(%i: i64[2,3], %w: f32[4,5] param, %b: f32[5] param) {
+          %embedding0 = embedding(%w, %i) : f32[2,3,5]
+          %add0 = add(%b, %embedding0) : f32[2,3,5]
+          return (%add0, %embedding0)
+        }
+        """,
+    )
+
+
 @pytest.mark.parametrize(
     "other", ["f32[3,5]", "f32[2,1,5]", "f32[2,3,5]"], ids=["per-row", "per-step", "whole"]
 )
