@@ -48,7 +48,11 @@ class CompiledBackward:
         for kind, what in backward.sources:
             if kind == "cotangent":
                 self._feeds.append(("cotangent", what))
-            elif what in position:
+                continue
+            if kind == "joined":  # made by the forward, its pieces computed in place
+                what = what.make(saving, mapping)
+                mapping[what] = what  # (a node of `saving` already)
+            if what in position:
                 self._feeds.append(("input", position[what]))
             else:
                 if what not in outputs:

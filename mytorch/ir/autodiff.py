@@ -19,6 +19,7 @@ import numpy as np
 from ..ops import bind, get_op
 from ..tensor import tracing
 from .graph import Graph, Node
+from .join_saved import SavedJoin, join_saved
 from .trace import Tracer, TracerTensor
 
 
@@ -150,7 +151,8 @@ class Backward:
     """
 
     graph: Graph
-    sources: list[tuple[str, object]]  # ("cotangent", output position) or ("saved", value)
+    # ("cotangent", output position), ("saved", forward value) or ("joined", SavedJoin)
+    sources: list[tuple[str, object]]
     gradients: list[int]
     derived_nodes: int = 0  # the graph's size before any pass
 
@@ -165,9 +167,9 @@ class Backward:
         self.sources = [s for _, s in keep]
 
     @property
-    def saved(self) -> list[Node]:
-        """The forward values (inputs or intermediates) the backward reads."""
-        return [n for kind, n in self.sources if kind == "saved"]
+    def saved(self) -> list[Node | SavedJoin]:
+        """What the backward reads of the forward: its inputs, values or joins of values."""
+        return [n for kind, n in self.sources if kind in ("saved", "joined")]
 
 
 def derive_backward(forward: Graph, wrt: Iterable[int]) -> Backward:
@@ -231,6 +233,7 @@ def optimized_backward(forward: Graph, wrt: Iterable[int], optimize, dump=None) 
         dump.stage("derived", backward.graph)
     backward.derived_nodes = len(backward.graph)
     backward.graph = optimize(backward.graph)
+    join_saved(backward.graph, backward.sources)
     backward.prune_inputs()
     return backward
 
