@@ -7,6 +7,12 @@ for the whole group, through the native binder (`codegen/binder.py`), which chec
 array's type, dtype, shape and layout (and that it is writeable) before the call. Products and
 sums are rounded one at a time, in numpy's order (no fused multiply-add): the result is the
 numpy path's to the bit. Whatever the binder does not take, the caller does with numpy.
+
+The loop asks for each parameter's cache lines ahead of its stores, for writing (`prefetchw`).
+After a training step split over threads (`mytorch.parallel`), the other core holds copies of
+every parameter it read; each store to such a line must first take it from there, and without
+the prefetch the stores wait for that one line at a time: names' 677 KB weight took ~0.3 ms to
+update instead of ~0.09 ms.
 """
 
 from __future__ import annotations
@@ -21,8 +27,13 @@ from ..codegen.kernel import KernelBuilder
 from ..codegen.runtime import NativeFunction
 from ..ops.registry import TensorType
 
-I64, PTR = ir.IntType(64), ir.PointerType()
+I64, I32, PTR = ir.IntType(64), ir.IntType(32), ir.PointerType()
 NAME = "mytorch_sgd"
+LINE = 64  # bytes in a cache line
+BLOCK_LINES = 4  # lines per block of the update loop: one write prefetch each
+AHEAD_LINES = 16  # how far ahead of the stores the prefetches run
+# llvm.prefetch's last arguments: for writing, kept in every cache level, of data
+PREFETCH_WRITE = [ir.Constant(I32, 1), ir.Constant(I32, 3), ir.Constant(I32, 1)]
 
 
 class FusedSGD:
@@ -97,6 +108,10 @@ def _emit(dtype: np.dtype, with_buffer: bool) -> str:
     coefficients, sizes = load(args, const(0), PTR), load(args, const(1), PTR)
     neg_lr, momentum = load(coefficients, const(0), real), load(coefficients, const(1), real)
     per = 3 if with_buffer else 2
+    per_line = LINE // np.dtype(dtype).itemsize
+    block = BLOCK_LINES * per_line
+    prefetch_type = ir.FunctionType(ir.VoidType(), [PTR, I32, I32, I32])
+    prefetch = ir.Function(module, prefetch_type, name="llvm.prefetch.p0")
 
     def parameter(p: ir.Value) -> None:
         first = b.add(const(2), b.mul(p, const(per)))
@@ -111,7 +126,19 @@ def _emit(dtype: np.dtype, with_buffer: bool) -> str:
             # data + (-lr * step): `data -= lr * step` to the bit
             store(b.fadd(load(data, i, real), b.fmul(step, neg_lr)), data, i)
 
-        k.loop(load(sizes, b.add(p, const(1)), I64), element, "element")
+        size = load(sizes, b.add(p, const(1)), I64)
+        blocks = b.udiv(size, const(block))
+
+        def one_block(j: ir.Value) -> None:
+            start = b.mul(j, const(block))
+            for line in range(BLOCK_LINES):  # (a prefetch past the end is a no-op, not a fault)
+                ahead = b.add(start, const((AHEAD_LINES + line) * per_line))
+                b.call(prefetch, [b.gep(data, [ahead], source_etype=real), *PREFETCH_WRITE])
+            k.loop(const(block), lambda i: element(b.add(start, i)), "element")
+
+        k.loop(blocks, one_block, "block")
+        done = b.mul(blocks, const(block))
+        k.loop(b.sub(size, done), lambda i: element(b.add(done, i)), "tail")
 
     k.loop(load(sizes, const(0), I64), parameter, "param")
     b.ret_void()

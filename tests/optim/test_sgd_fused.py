@@ -9,7 +9,8 @@ import pytest
 from mytorch import nn, optim
 from mytorch.codegen import binder
 
-SHAPES = [(7, 33), (33,), (), (0,)]
+# sizes around the update loop's blocks (64 float32s, 32 float64s) and its tail
+SHAPES = [(7, 33), (33,), (2, 64), (), (0,)]
 
 
 def _params(dtype, shapes=SHAPES) -> list[nn.Parameter]:
