@@ -294,3 +294,25 @@ def test_compile_time_prints_both_programs_the_ratio_and_each_stage(tmp_path):
         assert set(data["compile_s"][program]) == {"12", "1000"}
         stages = data["stages_s"][program]["1000"]
         assert stages["trace"] > 0 and stages["backend (llvm)"] > 0
+
+
+# ---- bench/names.py ----------------------------------------------------------------------------
+
+
+def test_names_alternates_blocks_and_reports_both_ways(tmp_path):
+    json_path = tmp_path / "names.json"
+    command = [sys.executable, "-m", "bench.names", "--rounds", "2", "--block", "3"]
+    command += ["--hidden", "16", "--batch", "8", "--threads", "1", "--json", str(json_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line[:3] == "| e"]
+    rows += [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line[:3] == "| c"]
+    assert rows == ["eager", "compiled"]
+    assert "x faster than eager ones (medians of alternating blocks)" in proc.stdout
+    data = json.loads(json_path.read_text())
+    assert [len(data["times"][k]) for k in ("eager", "compiled")] == [2, 2]
+    assert all(t > 0 for k in ("eager", "compiled") for t in data["times"][k])
+    assert data["compile_s"] > 0 and data["lengths"] == sorted(set(data["lengths"]))
+    assert data["speedup"] == pytest.approx(
+        np.median(data["times"]["eager"]) / np.median(data["times"]["compiled"])
+    )
