@@ -34,7 +34,7 @@ from bench.common import (
     set_mytorch_threads,
     write_json,
 )
-from mytorch import Tensor, nn, optim
+from mytorch import optim
 
 AGREE_STEPS = 3
 AGREE_RTOL = 1e-3  # float32 sums in another order, over a few SGD steps
@@ -51,45 +51,50 @@ def load_example():
 
 
 class Trainer:
-    """One model trained as the example trains it (SGD with momentum, clipping), eagerly or
-    through `mytorch.compile`; `step(letters, labels)` returns the loss."""
+    """One model trained with the example's `train_step` and `settings` (its command line's:
+    SGD with momentum, clipping; the learning rate not decayed), eagerly or through
+    `mytorch.compile`; `step(letters, labels)` returns the loss."""
 
-    def __init__(self, nc, hidden: int, languages: int, compiled: bool, seed: int = 0):
+    def __init__(self, nc, settings, hidden: int, languages: int, compiled: bool, seed: int):
+        self.nc, self.settings = nc, settings
         mytorch.manual_seed(seed)
-        self.model = nc.RNN(nc.N_LETTERS, hidden, languages)
-        loss_of = nc.sequence_loss(self.model)
+        model = nc.RNN(nc.N_LETTERS, hidden, languages)
+        loss_of = nc.sequence_loss(model)
         self.loss_of = mytorch.compile(loss_of) if compiled else loss_of
-        self.params = list(self.model.parameters())
-        self.optimizer = optim.SGD(self.params, lr=0.05, momentum=0.9)
+        self.params = list(model.parameters())
+        self.optimizer = optim.SGD(
+            self.params, lr=self.settings.lr, momentum=self.settings.momentum
+        )
 
     def step(self, letters: np.ndarray, labels: np.ndarray) -> float:
-        targets = Tensor(labels, dtype=np.int64, trainable=False)
-        loss, _ = self.loss_of(mytorch.from_numpy(letters), targets)
-        self.optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.optimizer.step()
+        loss, _ = self.nc.train_step(
+            self.loss_of, self.optimizer, self.params, letters, labels, self.settings.clip
+        )
         return loss.item()
 
 
-def draw_batches(nc, count: int, batch: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def draw_batches(nc, names, noise: float, count: int, batch: int, seed: int) -> list[tuple]:
     """`count` training batches as the example draws them (letter noise included)."""
-    names = nc.load_names(nc.DEFAULT_DATA)
     train, _ = nc.split_names(names)
     sampler = nc.LengthBucketSampler(train, len(names), np.random.default_rng(seed))
     batches = []
     for _ in range(count):
         letters, labels, _ = sampler.sample_letters(batch)
-        batches.append((nc.add_letter_noise(letters, 0.1, sampler.rng), labels))
+        batches.append((nc.add_letter_noise(letters, noise, sampler.rng), labels))
     return batches
 
 
 def run(args) -> dict:
     nc = load_example()
-    languages = len(nc.load_names(nc.DEFAULT_DATA))
-    batches = draw_batches(nc, args.rounds * args.block, args.batch, args.seed)
-    eager = Trainer(nc, args.hidden, languages, compiled=False, seed=args.seed)
-    compiled = Trainer(nc, args.hidden, languages, compiled=True, seed=args.seed)
+    settings = nc.parse_args([])  # the example's defaults
+    names = nc.load_names(nc.DEFAULT_DATA)
+    batches = draw_batches(
+        nc, names, settings.noise, args.rounds * args.block, args.batch, args.seed
+    )
+    eager, compiled = (
+        Trainer(nc, settings, args.hidden, len(names), compiled=way, seed=args.seed)
+        for way in (False, True)
+    )
 
     for k, (letters, labels) in enumerate(batches[:AGREE_STEPS]):
         want, got = eager.step(letters, labels), compiled.step(letters, labels)

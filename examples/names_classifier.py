@@ -253,15 +253,9 @@ def train(
     for it in range(1, iters + 1):
         letters, labels, picks = sampler.sample_letters(batch)
         letters = add_letter_noise(letters, noise, sampler.rng)
-        targets = Tensor(labels, dtype=np.int64, trainable=False)
-        loss, log_probs = loss_of(mytorch.from_numpy(letters), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        # A vanilla tanh RNN's gradient can spike on long names: clipping keeps SGD stable.
-        nn.utils.clip_grad_norm_(parameters, clip)
         for group in optimizer.param_groups:
             group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * it / iters))
-        optimizer.step()
+        loss, log_probs = train_step(loss_of, optimizer, parameters, letters, labels, clip)
         running_loss += loss.item()
         running_steps += 1
         if it % print_every == 0 or it == iters:
@@ -275,6 +269,18 @@ def train(
             )
             running_loss, running_steps = 0.0, 0
     return time.perf_counter() - start
+
+
+def train_step(loss_of, optimizer, parameters, letters, labels, clip: float):
+    """One SGD step on a batch (letter indices, language indices): (loss, log-probabilities)."""
+    targets = Tensor(labels, dtype=np.int64, trainable=False)
+    loss, log_probs = loss_of(mytorch.from_numpy(letters), targets)
+    optimizer.zero_grad()
+    loss.backward()
+    # A vanilla tanh RNN's gradient can spike on long names: clipping keeps SGD stable.
+    nn.utils.clip_grad_norm_(parameters, clip)
+    optimizer.step()
+    return loss, log_probs
 
 
 def predict(model: RNN, names: list[str], run=None) -> np.ndarray:

@@ -233,7 +233,8 @@ def optimized_backward(forward: Graph, wrt: Iterable[int], optimize, dump=None) 
         dump.stage("derived", backward.graph)
     backward.derived_nodes = len(backward.graph)
     backward.graph = optimize(backward.graph)
-    join_saved(backward.graph, backward.sources)
+    if join_saved(backward.graph, backward.sources):
+        remove_dead(backward.graph)
     backward.prune_inputs()
     return backward
 

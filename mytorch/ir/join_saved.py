@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ops.registry import TensorType
-from ..ops.shape import Slice
+from ..ops.shape import Slice, step_range
 from .graph import Graph, Node
 
 
@@ -62,11 +62,12 @@ class _Piece:
         return 1 if self.lifted else self.input.shape[0]
 
 
-def join_saved(graph: Graph, sources: list) -> None:
+def join_saved(graph: Graph, sources: list) -> bool:
     """Rewrite backward `graph` (its inputs' `sources`: ("saved", forward value) or others) so
     that each cat along dim 0 of saved forward values, each whole or a run of its steps, is
-    read from one new input, ("joined", SavedJoin), appended to `sources`. The inputs it
-    replaces are left unread (`Backward.prune_inputs` drops them)."""
+    read from one new input, ("joined", SavedJoin), appended to `sources`; whether it did. The
+    inputs it replaces are left unread (`Backward.prune_inputs` drops them), and the cats and
+    the views only they read are left dead, in a sorted graph (`autodiff.remove_dead`)."""
     source_of = dict(zip(graph.inputs, sources, strict=True))
     changed = False
     for cat in list(graph.nodes):
@@ -89,9 +90,7 @@ def join_saved(graph: Graph, sources: list) -> None:
         changed = True
     if changed:
         graph.sort()
-        for node in reversed(graph.nodes):  # the cats, and the views only they read
-            if not node.users and node not in graph.outputs:
-                graph.remove_node(node)
+    return changed
 
 
 def _piece(x: Node, source_of: dict) -> _Piece | None:
@@ -99,10 +98,10 @@ def _piece(x: Node, source_of: dict) -> _Piece | None:
     if x.op == "reshape" and x.shape == (1, *x.inputs[0].shape):
         piece = _Piece(x.inputs[0], True, 0, 1)
     elif x.op == "getitem" and x.inputs[0].shape:
-        span = _step_span(x.params["index"], x.inputs[0].shape[0])
-        if span is None:
+        span = step_range(x.params["index"], x.inputs[0].shape[0])
+        if span is None or span[2]:  # (an int index drops the steps' dim: no run of steps)
             return None
-        piece = _Piece(x.inputs[0], False, *span)
+        piece = _Piece(x.inputs[0], False, *span[:2])
     elif x.shape:
         piece = _Piece(x, False, 0, x.shape[0])
     else:
@@ -111,14 +110,6 @@ def _piece(x: Node, source_of: dict) -> _Piece | None:
     if kind != "saved" or value.is_input or value.is_const:
         return None  # (a forward input would be copied into the join: nothing saved)
     return piece
-
-
-def _step_span(index: tuple, steps: int) -> tuple[int, int] | None:
-    """(start, stop) when `index` takes a run of steps start:stop of dim 0 and nothing else."""
-    if len(index) != 1 or not isinstance(index[0], Slice) or index[0].step not in (None, 1):
-        return None
-    start, stop, _ = slice(index[0].start, index[0].stop).indices(steps)
-    return (start, stop) if start < stop else None
 
 
 def _joinable(pieces: list[_Piece], cat: Node) -> bool:

@@ -201,6 +201,24 @@ class Slice:
         return ":".join("" if v is None else str(v) for v in parts)
 
 
+ALL = Slice(None, None, None)  # `:`
+
+
+def step_range(index, steps: int) -> tuple[int, int, bool] | None:
+    """(start, stop, by_int) when `index` takes steps start:stop of dim 0 and all of the other
+    dims (by_int: an int index, dropping dim 0)."""
+    if not index or any(i not in (ALL, Ellipsis) for i in index[1:]):
+        return None
+    first = index[0]
+    if isinstance(first, int) and -steps <= first < steps:
+        start = first % steps
+        return start, start + 1, True
+    if isinstance(first, Slice) and first.step in (None, 1):
+        start, stop, _ = slice(first.start, first.stop).indices(steps)
+        return (start, stop, False) if start < stop else None
+    return None
+
+
 @dataclass(frozen=True)
 class IntArray:
     """A hashable integer-array index: its flat values and shape."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import networkx as nx
 
 from ..ir.graph import Graph, Node
-from ..ops.shape import Slice
 from .base import PassResult, register_pass, remark
 from .chains import cell_chains
 from .rewrite import (
@@ -28,7 +27,6 @@ from .rewrite import (
 
 PATTERN = "hoist_input_projection: chain of rnn_cells"
 LOOP_PATTERN = "hoist_input_projection: loop over an rnn_cell"
-ALL = Slice(None, None, None)
 
 
 def _weights(cell: Node) -> tuple:

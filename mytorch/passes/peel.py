@@ -17,9 +17,9 @@ of one step, never rolled) is simplified the same way.
 from __future__ import annotations
 
 from ..ir.graph import Graph, Node
-from ..ops.shape import Slice
+from ..ops.shape import Slice, step_range
 from .base import PassResult, register_pass, remark
-from .rewrite import inline_body, is_zeros, step_range
+from .rewrite import inline_body, is_zeros
 from .simplify import simplify
 
 PATTERN = "peel: a loop whose carry starts at zeros"

@@ -68,10 +68,10 @@ def _passes(records: Sequence[PassRecord]) -> list[str]:
 
 def _backward(derived: int, graph: Graph, records, saved) -> list[str]:
     counts = ", ".join(f"{op} x{n}" for op, n in sorted(graph.op_counts().items()))
-    read = [n for n in saved if not isinstance(n, SavedJoin) and n.is_input]
-    kept = [str(n) if isinstance(n, SavedJoin) else f"%{n.name} {n.type}" for n in saved]
-    kept = [k for k, n in zip(kept, saved, strict=True) if n not in read]
-    read = [f"%{n.name}" for n in read]
+    joins = [str(n) for n in saved if isinstance(n, SavedJoin)]
+    values = [n for n in saved if not isinstance(n, SavedJoin)]
+    kept = [f"%{n.name} {n.type}" for n in values if not n.is_input] + joins
+    read = [f"%{n.name}" for n in values if n.is_input]
     return [
         f"backward graph (reverse mode over the optimized graph): {derived} nodes derived",
         *_passes(records),

@@ -7,9 +7,7 @@ import numpy as np
 from ..ir.graph import CONST, INPUT_KINDS, Graph, Node
 from ..ops import get_op
 from ..ops.registry import TensorType
-from ..ops.shape import Slice
-
-ALL = Slice(None, None, None)
+from ..ops.shape import ALL
 
 
 def is_pure(node: Node) -> bool:
@@ -79,21 +77,6 @@ def inline_body(graph: Graph, body: Graph, args, before: Node) -> Node:
             )
             value[node].loc = node.loc
     return value[body.outputs[0]]
-
-
-def step_range(index, steps: int) -> tuple[int, int, bool] | None:
-    """(start, stop, by_int) when `index` takes steps start:stop of dim 0 and all of the other
-    dims (by_int: an int index, dropping dim 0)."""
-    if not index or any(i not in (ALL, Ellipsis) for i in index[1:]):
-        return None
-    first = index[0]
-    if isinstance(first, int) and -steps <= first < steps:
-        start = first % steps
-        return start, start + 1, True
-    if isinstance(first, Slice) and first.step in (None, 1):
-        start, stop, _ = slice(first.start, first.stop).indices(steps)
-        return (start, stop, False) if start < stop else None
-    return None
 
 
 def step_index(node: Node) -> int | None:

@@ -29,14 +29,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..ops.shape import Slice
+from ..ops.shape import Slice, step_range
 from .base import PassResult, register_pass
 from .rewrite import (
     const_equals,
     is_zeros,
     replace,
     stacked_source,
-    step_range,
     subgraphs,
     transposed,
 )

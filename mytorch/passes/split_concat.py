@@ -9,12 +9,11 @@ user and is concatenated along the contracted dim.
 from __future__ import annotations
 
 from ..ir.graph import Graph, Node
-from ..ops.shape import Slice
+from ..ops.shape import ALL, Slice
 from .base import PassResult, register_pass, remark
 from .rewrite import replace, subgraphs
 
 PATTERN = "split_concat: cat -> matmul"
-ALL = Slice(None, None, None)
 
 
 @register_pass("split_concat")

@@ -9,7 +9,7 @@ import pytest
 import mytorch
 from mytorch import Tensor, nn
 from mytorch.ir import parse, verify
-from mytorch.ir.autodiff import Backward
+from mytorch.ir.autodiff import Backward, remove_dead
 from mytorch.ir.interpreter import run
 from mytorch.ir.join_saved import SavedJoin, join_saved
 
@@ -44,7 +44,8 @@ def _joined(backward_text: str, forward_text: str = FORWARD) -> Backward:
     saved_as = {"h0": "tanh0", "hs": "tanh1", "x": "x"}
     sources = [("cotangent", 0)] + [("saved", by_name[saved_as[i.name]]) for i in graph.inputs[1:]]
     backward = Backward(graph, sources, [0])
-    join_saved(graph, backward.sources)
+    if join_saved(graph, backward.sources):
+        remove_dead(graph)
     backward.prune_inputs()
     verify(graph)
     return backward
